@@ -1,0 +1,47 @@
+{#-
+    Where the published tables go. On the postgres target they are written
+    into the attached Postgres database (alias pg), schema var postgres_schema;
+    elsewhere they stay in the local DuckDB file beside everything else.
+-#}
+{% macro published_database() -%}
+    {{ return('pg' if target.name == 'postgres' else target.database) }}
+{%- endmacro %}
+
+{% macro published_schema() -%}
+    {{ return(var('postgres_schema') if target.name == 'postgres' else target.schema) }}
+{%- endmacro %}
+
+
+{#- A custom schema is used as given, not prefixed with the target schema. -#}
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {%- if custom_schema_name is none -%}
+        {{ target.schema }}
+    {%- else -%}
+        {{ custom_schema_name | trim }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+    The distance columns of a published table are declared in its YAML (the
+    contract needs them there) and generated from var n_clusters in its SQL.
+    Stop before building when the two disagree, naming both numbers.
+-#}
+{% macro assert_declared_clusters(prefix, suffix='') -%}
+    {%- if execute -%}
+        {%- set declared = [] -%}
+        {%- for name in model.columns -%}
+            {%- if name.startswith(prefix) and name.endswith(suffix) -%}
+                {%- do declared.append(name) -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- if declared | length != var('n_clusters') | int -%}
+            {{ exceptions.raise_compiler_error(
+                model.name ~ ": var n_clusters=" ~ var('n_clusters') ~ " but its YAML declares "
+                ~ (declared | length) ~ " distance columns (" ~ prefix ~ "*). Regenerate the "
+                ~ "published models' YAML with: text-features schema --n-clusters "
+                ~ var('n_clusters')
+            ) }}
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}

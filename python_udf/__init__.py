@@ -1,0 +1,1 @@
+"""Text features for posts: embed, reduce and cluster post text (see README)."""

@@ -1,0 +1,182 @@
+"""The text-feature step from posts to clusters, in the order data flows.
+
+load posts -> look up cached vectors -> embed the missing texts -> fit (or
+reuse a stored fit) -> place every post -> log the run.
+
+:func:`build_text_features` is what the dbt Python model
+``int_post_text_features`` calls; the command line calls it too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from .clustering import ClusterFit, fit_clusters, fit_key
+from .embedding import describe_model, embed_texts, load_encoder
+from .logs import get_logger
+from .settings import FeatureSettings
+from .state import DEFAULT_STATE_SCHEMA, StateStore
+from .text import clean_text, text_hash
+
+log = get_logger()
+
+
+class DuplicatePostIdError(ValueError):
+    """The same post_id occurs on more than one row (the message lists them)."""
+
+
+def distance_column(cluster: int) -> str:
+    return f"distance_to_cluster_{cluster}"
+
+
+def embedding_key(model_identity: str, settings: FeatureSettings) -> str:
+    """Everything that decides a text's vector; the embedding cache is keyed on it."""
+    key = f"{model_identity}|pooling={settings.pooling}|max_length={settings.max_length}|long_text={settings.long_text}"
+    if settings.long_text == "chunk_mean":
+        key += f"|overlap={settings.chunk_overlap}"
+    return key
+
+
+def check_posts(posts: pd.DataFrame) -> pd.DataFrame:
+    """Validate the input frame and apply the text rule; returns (post_id, text)."""
+    missing = [c for c in ("post_id", "text") if c not in posts.columns]
+    if missing:
+        raise ValueError(f"posts need columns post_id and text; missing {missing}")
+    if len(posts) == 0:
+        raise ValueError("there are no posts to build features for (0 rows read)")
+    ids = posts["post_id"]
+    null_rows = np.flatnonzero(ids.isna().to_numpy())
+    if len(null_rows):
+        raise ValueError(f"post_id is NULL on {len(null_rows)} row(s), first at row {int(null_rows[0])}")
+    duplicated = ids[ids.duplicated(keep=False)]
+    if len(duplicated):
+        shown = sorted(set(duplicated.tolist()))
+        raise DuplicatePostIdError(
+            f"post_id must be unique; {len(shown)} id(s) occur more than once: "
+            f"{shown[:20]}{' ...' if len(shown) > 20 else ''}"
+        )
+    return pd.DataFrame(
+        {"post_id": ids.to_numpy(), "text": [clean_text(t) for t in posts["text"].tolist()]}
+    )
+
+
+def build_text_features(
+    con: duckdb.DuckDBPyConnection,
+    posts: pd.DataFrame,
+    settings: FeatureSettings,
+    *,
+    state_schema: str = DEFAULT_STATE_SCHEMA,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Per post, in input order: ``text_cluster``, one distance per centroid, fit and run ids."""
+    started_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    clock = time.perf_counter()
+    run_id = uuid.uuid4().hex
+    posts = check_posts(posts)
+    store = StateStore(con, state_schema)
+    seconds = {"load_model": 0.0, "embed": 0.0, "fit": 0.0, "place": 0.0}
+
+    # ---------- vectors: cached where possible, embedded where not
+    revision, identity = describe_model(settings.text_model)
+    key = embedding_key(identity, settings)
+    hashes = [text_hash(t) for t in posts["text"]]
+    vectors_by_hash = store.cached_vectors(key, hashes)
+    missing = sorted({h: t for h, t in zip(hashes, posts["text"]) if h not in vectors_by_hash}.items())
+    device, tokens = "none (all vectors cached)", 0
+    if missing:
+        started = time.perf_counter()
+        encoder = load_encoder(settings.text_model, settings.device)
+        seconds["load_model"] = time.perf_counter() - started
+        device = str(encoder.device)
+        texts = [t for _, t in missing]
+        vectors, stats = embed_texts(texts, encoder, settings, progress=progress)
+        seconds["embed"] = stats.seconds
+        tokens = stats.tokens
+        store.store_vectors(key, [h for h, _ in missing], vectors)
+        vectors_by_hash.update(zip((h for h, _ in missing), vectors))
+        log.info(
+            "embedded %d texts (%d tokens) in %.1fs on %s with %s: %.1f posts/s",
+            stats.posts, stats.tokens, stats.seconds, device, settings.text_model, stats.posts_per_second,
+        )
+    new_hashes = {h for h, _ in missing}
+    posts_embedded = sum(1 for h in hashes if h in new_hashes)
+    log.info(
+        "%d posts read: %d embedded now, %d reused from the cache (key %s)",
+        len(posts), posts_embedded, len(posts) - posts_embedded, key,
+    )
+    matrix = np.stack([vectors_by_hash[h] for h in hashes])
+
+    # ---------- fit once, then place posts with the stored fit
+    started = time.perf_counter()
+    fit_k = fit_key(key, settings)
+    fit: ClusterFit | None = None if settings.refit else store.latest_fit(fit_k)
+    fit_action = "reused"
+    if fit is None:
+        fit = fit_clusters(matrix, settings, embedding_key=key)
+        store.store_fit(fit, key, json.dumps(settings.as_dict(), sort_keys=True))
+        fit_action = "fitted"
+    else:
+        log.info("placing posts with stored fit %s (fitted on %d posts)", fit.fit_id, fit.n_posts)
+    seconds["fit"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    labels, distances = fit.place(matrix)
+    seconds["place"] = time.perf_counter() - started
+    inertia = float((distances.min(axis=1) ** 2).sum())
+
+    features = pd.DataFrame({"post_id": posts["post_id"].to_numpy(), "text_cluster": labels})
+    for cluster in range(fit.n_clusters):
+        features[distance_column(cluster)] = distances[:, cluster]
+    features["fit_id"] = fit.fit_id
+    features["run_id"] = run_id
+
+    seconds_total = time.perf_counter() - clock
+    store.log_run(
+        {
+            "run_id": run_id,
+            "started_at": started_at,
+            "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
+            "text_model": settings.text_model,
+            "model_revision": revision,
+            "embedding_key": key,
+            "settings_json": json.dumps(settings.as_dict(), sort_keys=True),
+            "pooling": settings.pooling,
+            "max_length": settings.max_length,
+            "long_text": settings.long_text,
+            "normalize": settings.normalize,
+            "batch_size": settings.batch_size,
+            "n_components": settings.n_components,
+            "n_clusters": settings.n_clusters,
+            "random_state": settings.random_state,
+            "device": device,
+            "precision": settings.precision,
+            "rows_read": len(posts),
+            "posts_embedded": posts_embedded,
+            "posts_reused": len(posts) - posts_embedded,
+            "texts_embedded": len(missing),
+            "tokens_embedded": tokens,
+            "seconds_load_model": seconds["load_model"],
+            "seconds_embed": seconds["embed"],
+            "seconds_fit": seconds["fit"],
+            "seconds_place": seconds["place"],
+            "seconds_total": seconds_total,
+            "posts_per_second": len(missing) / seconds["embed"] if seconds["embed"] > 0 else None,
+            "fit_id": fit.fit_id,
+            "fit_action": fit_action,
+            "svd_explained_variance": fit.explained_variance_ratio,
+            "kmeans_inertia": inertia,
+        }
+    )
+    store.close()
+    log.info(
+        "run %s: %d posts in %d clusters (fit %s, %s) in %.1fs",
+        run_id, len(features), fit.n_clusters, fit.fit_id, fit_action, seconds_total,
+    )
+    return features

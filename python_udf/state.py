@@ -1,0 +1,201 @@
+"""What the text-feature step keeps between runs, in the local DuckDB file.
+
+Three tables in one schema (``text_features_state`` by default):
+
+``embedding_cache``
+    one row per (embedding_key, text_hash): the vector of a cleaned text under
+    one model, pooling, ``max_length`` and long-text rule.
+``cluster_fits``
+    one row per fit: the settings it was made with and its arrays (centring
+    mean, SVD basis, centroids) as an ``.npz`` blob.
+``feature_runs_log``
+    one row per run of the step, read by the dbt model ``text_feature_runs``.
+
+Writes go through their own cursor, which commits at once: vectors computed
+before a later failure are kept, so the next run does not pay for them again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .clustering import ClusterFit
+
+DEFAULT_STATE_SCHEMA = "text_features_state"
+
+
+class StateStore:
+    """Embedding cache, stored fits and the run log for one DuckDB connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, schema: str = DEFAULT_STATE_SCHEMA):
+        if not schema.replace("_", "").isalnum():
+            raise ValueError(f"state schema {schema!r} must be a plain identifier")
+        self._con = con.cursor()
+        self.schema = schema
+        self._ensure()
+
+    def _ensure(self) -> None:
+        s = self.schema
+        self._con.execute(f"create schema if not exists {s}")
+        self._con.execute(
+            f"""
+            create table if not exists {s}.embedding_cache (
+                embedding_key varchar not null,
+                text_hash varchar not null,
+                vector float[] not null,
+                n_tokens integer,
+                created_at timestamp default current_timestamp,
+                primary key (embedding_key, text_hash)
+            )"""
+        )
+        self._con.execute(
+            f"""
+            create table if not exists {s}.cluster_fits (
+                fit_id varchar primary key,
+                fit_key varchar not null,
+                embedding_key varchar not null,
+                settings_json varchar not null,
+                n_posts bigint not null,
+                algorithm varchar not null,
+                explained_variance_ratio double,
+                inertia double,
+                payload blob not null,
+                created_at timestamp default current_timestamp
+            )"""
+        )
+        self._con.execute(
+            f"""
+            create table if not exists {s}.feature_runs_log (
+                run_id varchar primary key,
+                started_at timestamp,
+                finished_at timestamp,
+                text_model varchar,
+                model_revision varchar,
+                embedding_key varchar,
+                settings_json varchar,
+                pooling varchar,
+                max_length integer,
+                long_text varchar,
+                normalize boolean,
+                batch_size integer,
+                n_components integer,
+                n_clusters integer,
+                random_state integer,
+                device varchar,
+                precision varchar,
+                rows_read bigint,
+                posts_embedded bigint,
+                posts_reused bigint,
+                texts_embedded bigint,
+                tokens_embedded bigint,
+                seconds_load_model double,
+                seconds_embed double,
+                seconds_fit double,
+                seconds_place double,
+                seconds_total double,
+                posts_per_second double,
+                fit_id varchar,
+                fit_action varchar,
+                svd_explained_variance double,
+                kmeans_inertia double
+            )"""
+        )
+
+    # ---------- embedding cache
+
+    def cached_vectors(self, embedding_key: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors already stored for ``hashes`` under ``embedding_key``."""
+        if not hashes:
+            return {}
+        wanted = pa.table({"text_hash": pa.array(sorted(set(hashes)), pa.string())})
+        cur = self._con.cursor()
+        cur.register("wanted_hashes", wanted)
+        table = cur.execute(
+            f"""
+            select c.text_hash, c.vector
+            from {self.schema}.embedding_cache as c
+            join wanted_hashes as w using (text_hash)
+            where c.embedding_key = ?""",
+            [embedding_key],
+        ).fetch_arrow_table()
+        cur.close()
+        if table.num_rows == 0:
+            return {}
+        vectors = _list_column_to_matrix(table.column("vector"))
+        return dict(zip(table.column("text_hash").to_pylist(), vectors))
+
+    def store_vectors(
+        self, embedding_key: str, hashes: Sequence[str], vectors: np.ndarray, n_tokens: Sequence[int] | None = None
+    ) -> None:
+        if len(hashes) == 0:
+            return
+        width = vectors.shape[1]
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        offsets = pa.array(np.arange(0, (len(hashes) + 1) * width, width, dtype=np.int32))
+        rows = pa.table(
+            {
+                "embedding_key": pa.array([embedding_key] * len(hashes), pa.string()),
+                "text_hash": pa.array(list(hashes), pa.string()),
+                "vector": pa.ListArray.from_arrays(offsets, flat),
+                "n_tokens": pa.array(list(n_tokens) if n_tokens is not None else [None] * len(hashes), pa.int32()),
+            }
+        )
+        cur = self._con.cursor()
+        cur.register("new_vectors", rows)
+        cur.execute(
+            f"""
+            insert or replace into {self.schema}.embedding_cache
+                (embedding_key, text_hash, vector, n_tokens)
+            select embedding_key, text_hash, vector, n_tokens from new_vectors"""
+        )
+        cur.close()
+
+    # ---------- fits
+
+    def latest_fit(self, fit_key: str) -> ClusterFit | None:
+        row = self._con.execute(
+            f"""
+            select payload from {self.schema}.cluster_fits
+            where fit_key = ? order by created_at desc, fit_id desc limit 1""",
+            [fit_key],
+        ).fetchone()
+        return ClusterFit.from_bytes(bytes(row[0])) if row else None
+
+    def store_fit(self, fit: ClusterFit, embedding_key: str, settings_json: str) -> None:
+        self._con.execute(
+            f"""
+            insert into {self.schema}.cluster_fits
+                (fit_id, fit_key, embedding_key, settings_json, n_posts, algorithm,
+                 explained_variance_ratio, inertia, payload)
+            values (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                fit.fit_id, fit.fit_key, embedding_key, settings_json, fit.n_posts,
+                fit.algorithm, fit.explained_variance_ratio, fit.inertia, fit.to_bytes(),
+            ],
+        )
+
+    # ---------- run log
+
+    def log_run(self, record: dict[str, Any]) -> None:
+        frame = pd.DataFrame([record])
+        cur = self._con.cursor()
+        cur.register("run_record", frame)
+        columns = ", ".join(record)
+        cur.execute(
+            f"insert into {self.schema}.feature_runs_log ({columns}) select {columns} from run_record"
+        )
+        cur.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _list_column_to_matrix(column: pa.ChunkedArray) -> np.ndarray:
+    combined = column.combine_chunks()
+    values = combined.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(combined), -1)
