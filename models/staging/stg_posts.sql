@@ -1,3 +1,5 @@
+{{ config(post_hook="{{ assert_unique_post_ids(this) }}") }}
+
 with
 
 source as (
