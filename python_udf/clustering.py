@@ -5,6 +5,12 @@ learns the centring, the SVD basis and the centroids once; :meth:`ClusterFit.pla
 applies them to any vectors later, so new posts land in existing clusters and
 the features of old posts do not move between runs. A fit serialises to bytes
 (``to_bytes``/``from_bytes``) so it can be kept in the warehouse.
+
+Memory: the input vectors stay float32 and are never copied whole. Centring,
+reduction and distances run over row blocks in float64, so the extra memory
+is the reduced matrix (n x n_components, float64) plus one block, whatever
+the number of posts. Fit-time features and later placements go through the
+same :meth:`ClusterFit.reduce` and :func:`euclidean_distances`.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import io
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +30,15 @@ from .logs import get_logger
 from .settings import FeatureSettings
 
 log = get_logger()
+
+# Rows of the input prepared (float64, centred) at a time: 16,384 x 768 x 8
+# bytes is 100 MB.
+BLOCK_ROWS = 16_384
+# Elements of the (rows x clusters x components) difference array that
+# euclidean_distances holds at a time: 2**21 float64 values is 16 MB.
+DISTANCE_BLOCK_ELEMENTS = 1 << 21
+# Rows checked for distinctness before looking further (check_settings_against_data).
+_DISTINCT_BLOCK_ROWS = 4_096
 
 
 class DataCheckError(ValueError):
@@ -59,14 +75,18 @@ class ClusterFit:
         return int(self.mean.shape[0])
 
     def reduce(self, vectors: np.ndarray) -> np.ndarray:
-        """Vectors (n x width) to the reduced space (n x n_components), float64."""
-        vectors = _prepare(vectors, self.normalize)
-        if vectors.shape[1] != self.width:
+        """Vectors (n x width) to the reduced space (n x n_components), float64.
+
+        Computed block by block (:func:`reduce_rows`), so the input is never
+        copied whole; fitting uses this same method for the features KMeans sees.
+        """
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[1] != self.width:
             raise DataCheckError(
-                f"vectors have width {vectors.shape[1]} but fit {self.fit_id} "
+                f"vectors have width {vectors.shape[-1]} but fit {self.fit_id} "
                 f"was made on width {self.width}"
             )
-        return (vectors - self.mean) @ self.components.T
+        return reduce_rows(vectors, self.mean, self.components, self.normalize)
 
     def place(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(cluster per row, Euclidean distance of each row to every centroid)."""
@@ -84,6 +104,7 @@ class ClusterFit:
             "inertia": self.inertia,
             "n_posts": self.n_posts,
             "algorithm": self.algorithm,
+            "seconds": {k: float(v) for k, v in self.seconds.items()},
         }
         np.savez(
             buffer,
@@ -106,14 +127,57 @@ class ClusterFit:
             )
 
 
-def euclidean_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Exact pairwise Euclidean distances, computed row block by row block."""
+def euclidean_distances(
+    points: np.ndarray, centroids: np.ndarray, *, block_elements: int = DISTANCE_BLOCK_ELEMENTS
+) -> np.ndarray:
+    """Exact pairwise Euclidean distances, computed row block by row block.
+
+    Differences are taken directly (no ``|x|^2 - 2x.c + |c|^2`` shortcut, which
+    loses precision); a block holds at most ``block_elements`` of them, so the
+    extra memory does not grow with the number of points.
+    """
+    n_clusters = max(1, centroids.shape[0])
+    width = max(1, centroids.shape[1] if centroids.ndim == 2 else 1)
+    block = max(1, block_elements // (n_clusters * width))
     out = np.empty((points.shape[0], centroids.shape[0]), dtype=np.float64)
-    block = 65_536
     for start in range(0, points.shape[0], block):
         chunk = points[start : start + block]
         diff = chunk[:, None, :] - centroids[None, :, :]
         out[start : start + block] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    return out
+
+
+def column_mean(vectors: np.ndarray, normalize: bool, *, block_rows: int = BLOCK_ROWS) -> np.ndarray:
+    """Per-column mean (float64) of the prepared vectors, summed block by block."""
+    n_rows = vectors.shape[0]
+    if n_rows == 0:
+        raise DataCheckError("cannot centre zero vectors")
+    total = np.zeros(vectors.shape[1], dtype=np.float64)
+    for start in range(0, n_rows, block_rows):
+        total += _prepare_block(vectors[start : start + block_rows], normalize).sum(axis=0)
+    return total / n_rows
+
+
+def reduce_rows(
+    vectors: np.ndarray,
+    mean: np.ndarray,
+    components: np.ndarray,
+    normalize: bool,
+    *,
+    block_rows: int = BLOCK_ROWS,
+) -> np.ndarray:
+    """``(prepare(vectors) - mean) @ components.T`` in float64, ``block_rows`` rows at a time.
+
+    Equal (to rounding) to the dense expression; the input stays in its own
+    dtype and only one block is ever held as float64.
+    """
+    basis = np.ascontiguousarray(np.asarray(components, dtype=np.float64).T)
+    mean = np.asarray(mean, dtype=np.float64)
+    out = np.empty((vectors.shape[0], basis.shape[1]), dtype=np.float64)
+    for start in range(0, vectors.shape[0], block_rows):
+        block = _prepare_block(vectors[start : start + block_rows], normalize)
+        block -= mean
+        np.matmul(block, basis, out=out[start : start + block_rows])
     return out
 
 
@@ -143,6 +207,8 @@ def check_settings_against_data(vectors: np.ndarray, settings: FeatureSettings) 
             f"n_components={settings.n_components} must be below the number of posts "
             f"({n_rows}); lower n_components or add posts"
         )
+    if _has_distinct_rows(vectors, settings.n_clusters):
+        return
     distinct = _count_distinct_rows(vectors)
     if settings.n_clusters > distinct:
         raise DataCheckError(
@@ -164,22 +230,40 @@ def fit_clusters(vectors: np.ndarray, settings: FeatureSettings, *, embedding_ke
     rng = np.random.default_rng(settings.random_state)
 
     started = time.perf_counter()
-    prepared = _prepare(vectors, settings.normalize)
-    mean = prepared.mean(axis=0)
+    mean = column_mean(vectors, settings.normalize)
     seconds["centre"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    sample = prepared
-    if large and prepared.shape[0] > settings.svd_sample_size:
-        rows = np.sort(rng.choice(prepared.shape[0], settings.svd_sample_size, replace=False))
-        sample = prepared[rows]
+    if large and vectors.shape[0] > settings.svd_sample_size:
+        rows = np.sort(rng.choice(vectors.shape[0], settings.svd_sample_size, replace=False))
+        sample = _prepare_block(vectors[rows], settings.normalize)
+    else:
+        sample = _prepare_block(vectors, settings.normalize)
+    sample -= mean
     svd = TruncatedSVD(n_components=settings.n_components, random_state=settings.random_state)
-    svd.fit(sample - mean)
+    svd.fit(sample)
+    del sample
     components = svd.components_.astype(np.float64)
-    reduced = (prepared - mean) @ components.T
     explained = float(svd.explained_variance_ratio_.sum())
+    key = fit_key(embedding_key, settings)
+    fit = ClusterFit(
+        # the random tail keeps ids unique when two fits of one key and size
+        # land in the same second (refit=True twice in a row)
+        fit_id=f"{key}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{vectors.shape[0]}-{uuid.uuid4().hex[:8]}",
+        fit_key=key,
+        normalize=settings.normalize,
+        mean=mean,
+        components=components,
+        centroids=np.empty((0, settings.n_components), dtype=np.float64),
+        explained_variance_ratio=explained,
+        inertia=0.0,
+        n_posts=int(vectors.shape[0]),
+        algorithm="",
+        seconds=seconds,
+    )
+    # the features KMeans sees come from the method that places posts later
+    reduced = fit.reduce(vectors)
     seconds["svd"] = time.perf_counter() - started
-    del prepared, sample
 
     started = time.perf_counter()
     if large:
@@ -198,26 +282,18 @@ def fit_clusters(vectors: np.ndarray, settings: FeatureSettings, *, embedding_ke
         )
         algorithm = "kmeans"
     kmeans.fit(reduced)
-    centroids = kmeans.cluster_centers_.astype(np.float64)
+    fit.centroids = kmeans.cluster_centers_.astype(np.float64)
+    fit.algorithm = algorithm
+    del kmeans
     seconds["kmeans"] = time.perf_counter() - started
 
-    key = fit_key(embedding_key, settings)
-    fit = ClusterFit(
-        fit_id=f"{key}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{vectors.shape[0]}",
-        fit_key=key,
-        normalize=settings.normalize,
-        mean=mean,
-        components=components,
-        centroids=centroids,
-        explained_variance_ratio=explained,
-        inertia=0.0,
-        n_posts=int(vectors.shape[0]),
-        algorithm=algorithm,
-        seconds=seconds,
-    )
-    # inertia of the stored fit, measured with the same code that places posts
-    _, distances = fit.place(vectors)
+    # inertia of the stored fit, measured with the code that places posts
+    # (fit.place(vectors) is reduce + euclidean_distances; reduced is reused)
+    started = time.perf_counter()
+    distances = euclidean_distances(reduced, fit.centroids)
     fit.inertia = float((distances.min(axis=1) ** 2).sum())
+    del distances, reduced
+    seconds["inertia"] = time.perf_counter() - started
     log.info(
         "fitted %s on %d posts: SVD %d->%d explains %.1f%% of variance, %d clusters, inertia %.4g",
         algorithm, vectors.shape[0], fit.width, settings.n_components,
@@ -232,6 +308,30 @@ def _prepare(vectors: np.ndarray, normalize: bool) -> np.ndarray:
         norms = np.linalg.norm(prepared, axis=1, keepdims=True)
         prepared = prepared / np.where(norms == 0, 1.0, norms)
     return prepared
+
+
+def _prepare_block(block: np.ndarray, normalize: bool) -> np.ndarray:
+    """:func:`_prepare` on a block, always as a fresh float64 array (safe to modify)."""
+    prepared = np.array(block, dtype=np.float64, copy=True)
+    if normalize:
+        norms = np.linalg.norm(prepared, axis=1, keepdims=True)
+        prepared /= np.where(norms == 0, 1.0, norms)
+    return prepared
+
+
+def _has_distinct_rows(vectors: np.ndarray, needed: int) -> bool:
+    """Whether ``vectors`` holds at least ``needed`` distinct rows (as float32).
+
+    Looks block by block and stops as soon as it has seen enough, so the usual
+    case reads a few thousand rows instead of sorting a copy of all of them.
+    """
+    seen: set[bytes] = set()
+    for start in range(0, vectors.shape[0], _DISTINCT_BLOCK_ROWS):
+        block = np.ascontiguousarray(vectors[start : start + _DISTINCT_BLOCK_ROWS], dtype=np.float32)
+        seen.update(row.tobytes() for row in block)
+        if len(seen) >= needed:
+            return True
+    return False
 
 
 def _count_distinct_rows(vectors: np.ndarray) -> int:

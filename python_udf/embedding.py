@@ -3,12 +3,17 @@
 Texts stream through the model in batches: they are ordered by length so
 that each batch is padded only to its own longest member, and the vectors are
 put back in input order at the end. Nothing tokenises the whole corpus up
-front, so memory is the output matrix plus one batch.
+front, so memory is the output matrix (float32) plus one batch.
+
+On CUDA the default ``batch_size`` is read as "fill the card":
+:func:`auto_batch_size` turns the free device memory into a batch size, and a
+batch that still runs out of memory is split in halves and retried.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import time
@@ -24,6 +29,12 @@ from .logs import get_logger
 from .settings import POOLINGS, FeatureSettings, SettingsError
 
 log = get_logger()
+
+# The batch_size a user who did not choose one has; on CUDA it means "auto".
+DEFAULT_BATCH_SIZE: int = next(
+    f.default for f in dataclasses.fields(FeatureSettings) if f.name == "batch_size"
+)
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
 
 # Files whose bytes decide what vector a text gets; hashed to key the cache
 # when the model is a local directory.
@@ -56,6 +67,8 @@ class EmbeddingStats:
     windows: int = 0
     seconds: float = 0.0
     device: str = "cpu"
+    batch_size: int = 0
+    oom_splits: int = 0
 
     @property
     def posts_per_second(self) -> float:
@@ -168,6 +181,64 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
 
 
+def auto_batch_size(
+    free_bytes: int,
+    max_length: int,
+    width: int,
+    *,
+    n_heads: int = 12,
+    bytes_per_value: int = 4,
+    activation_factor: int = 16,
+    memory_fraction: float = 0.5,
+    multiple: int = 8,
+    ceiling: int = 1024,
+) -> int:
+    """Sequences of ``max_length`` tokens per batch that fit in ``free_bytes``.
+
+    One sequence is budgeted ``max_length * (activation_factor * width +
+    n_heads * max_length) * bytes_per_value`` bytes: the live activations of one
+    encoder layer (hidden state, query/key/value, the 4x feed-forward, residual
+    copies: about 16 widths per token) plus one attention matrix per head.
+    ``memory_fraction`` of the free memory is spent, leaving the rest for the
+    allocator and other users of the card. The result is rounded down to a
+    multiple of ``multiple`` (tensor-core friendly) and lies in [1, ceiling];
+    beyond about a thousand sequences a bigger batch no longer speeds up.
+    """
+    if max_length < 1 or width < 1:
+        raise ValueError(f"max_length and width must be positive, got {max_length}, {width}")
+    per_sequence = max_length * (activation_factor * width + n_heads * max_length) * bytes_per_value
+    fits = int(max(0, free_bytes) * memory_fraction) // per_sequence
+    if fits >= multiple:
+        fits -= fits % multiple
+    return int(min(ceiling, max(1, fits)))
+
+
+def resolve_batch_size(encoder: Encoder, settings: FeatureSettings) -> int:
+    """The batch size to run with: ``settings.batch_size``, except on CUDA when
+    it is the default, where :func:`auto_batch_size` sizes it to the free memory.
+
+    On CPU a bigger batch does not run faster (padding only grows), so the
+    setting is always used as given there.
+    """
+    if encoder.device.type != "cuda" or settings.batch_size != DEFAULT_BATCH_SIZE:
+        return settings.batch_size
+    free_bytes, _total = torch.cuda.mem_get_info(encoder.device)
+    config = encoder.model.config
+    heads = int(getattr(config, "num_attention_heads", 0) or getattr(config, "n_heads", 0) or 12)
+    size = auto_batch_size(
+        free_bytes,
+        settings.max_length,
+        encoder.width,
+        n_heads=heads,
+        bytes_per_value=4 if settings.precision == "fp32" else 2,
+    )
+    log.info(
+        "batch_size: auto on %s (%.1f GiB free) -> %d sequences of up to %d tokens",
+        encoder.device, free_bytes / 2**30, size, settings.max_length,
+    )
+    return size
+
+
 def length_order(texts: Sequence[str]) -> np.ndarray:
     """Indices of ``texts`` from longest to shortest (stable for equal lengths)."""
     lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
@@ -200,27 +271,43 @@ def embed_texts(
             f"that model {encoder.name!r} can read; set max_length to {positions} or less"
         )
     vectors = np.zeros((len(texts), encoder.width), dtype=np.float32)
-    stats = EmbeddingStats(device=str(encoder.device))
+    stats = EmbeddingStats(device=str(encoder.device), batch_size=settings.batch_size)
     if not texts:
         return vectors, stats
+    size = resolve_batch_size(encoder, settings)
+    if size != settings.batch_size:
+        settings = dataclasses.replace(settings, batch_size=size)
+    stats.batch_size = size
     order = length_order(texts)
     started = time.perf_counter()
     batches = _window_batches(texts, order, encoder, settings)
     total = _expected_batches(len(texts), settings)
-    weights = np.zeros(len(texts), dtype=np.float64)
-    sums = np.zeros((len(texts), encoder.width), dtype=np.float64)
+    # A post's windows arrive one after another, so only the post being
+    # summed needs a float64 accumulator, never one per post.
+    open_owner, open_sum, open_weight = -1, np.zeros(encoder.width, dtype=np.float64), 0.0
     with tqdm(total=total, desc="embedding posts", unit="batch", disable=not progress, leave=False) as bar:
         for owners, batch in batches:
-            pooled = _forward(encoder, batch, settings)
+            pooled = _forward_splitting(encoder, batch, settings, stats)
             token_counts = batch["attention_mask"].sum(dim=1).numpy()
             stats.tokens += int(token_counts.sum())
             stats.windows += len(owners)
             # weight each window by its tokens; a post with a single window
             # gets exactly its pooled vector back
-            np.add.at(sums, owners, pooled * token_counts[:, None])
-            np.add.at(weights, owners, token_counts)
+            weighted = pooled * token_counts[:, None]
+            if settings.long_text == "truncate":  # one window per post
+                vectors[owners] = (weighted / token_counts[:, None].astype(np.float64)).astype(np.float32)
+            else:
+                for row, owner in enumerate(owners):
+                    if owner != open_owner:
+                        if open_owner >= 0:
+                            vectors[open_owner] = (open_sum / open_weight).astype(np.float32)
+                        open_owner, open_weight = int(owner), 0.0
+                        open_sum[:] = 0.0
+                    open_sum += weighted[row]
+                    open_weight += float(token_counts[row])
             bar.update(1)
-    vectors[:] = (sums / weights[:, None]).astype(np.float32)
+    if open_owner >= 0:
+        vectors[open_owner] = (open_sum / open_weight).astype(np.float32)
     stats.posts = len(texts)
     stats.seconds = time.perf_counter() - started
     return vectors, stats
@@ -312,6 +399,36 @@ def _chunk_windows(batch_texts, owners, tokenizer, settings):
 def _pad(tokenizer, sequences: list[list[int]]) -> dict[str, torch.Tensor]:
     batch = tokenizer.pad({"input_ids": sequences}, padding=True, return_tensors="pt")
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def _forward_splitting(
+    encoder: Encoder, batch: dict[str, torch.Tensor], settings: FeatureSettings, stats: EmbeddingStats
+) -> np.ndarray:
+    """:func:`_forward`, splitting the batch in halves while the device runs out of memory.
+
+    Batches come longest first, so only the first few can hit the limit; the
+    rows keep their order and padding, so the vectors are the same.
+    """
+    try:
+        return _forward(encoder, batch, settings)
+    except _OUT_OF_MEMORY:
+        rows = int(batch["input_ids"].shape[0])
+        if rows <= 1:
+            raise
+    if encoder.device.type == "cuda":
+        torch.cuda.empty_cache()
+    stats.oom_splits += 1
+    if stats.oom_splits == 1:
+        log.warning(
+            "out of device memory on a batch of %d; splitting it (set batch_size lower to avoid this)",
+            rows,
+        )
+    half = rows // 2
+    first = {k: v[:half] for k, v in batch.items()}
+    second = {k: v[half:] for k, v in batch.items()}
+    return np.concatenate(
+        [_forward_splitting(encoder, first, settings, stats), _forward_splitting(encoder, second, settings, stats)]
+    )
 
 
 def _forward(encoder: Encoder, batch: dict[str, torch.Tensor], settings: FeatureSettings) -> np.ndarray:

@@ -86,32 +86,42 @@ def build_text_features(
     # ---------- vectors: cached where possible, embedded where not
     revision, identity = describe_model(settings.text_model)
     key = embedding_key(identity, settings)
-    hashes = [text_hash(t) for t in posts["text"]]
-    vectors_by_hash = store.cached_vectors(key, hashes)
-    missing = sorted({h: t for h, t in zip(hashes, posts["text"]) if h not in vectors_by_hash}.items())
-    device, tokens = "none (all vectors cached)", 0
-    if missing:
+    texts = posts["text"].tolist()
+    # one row per distinct text, in order of first occurrence; codes maps posts to them
+    codes, unique_hashes = pd.factorize(np.array([text_hash(t) for t in texts], dtype=object))
+    first_post = np.unique(codes, return_index=True)[1]
+    unique_matrix, found = store.cached_matrix(key, list(unique_hashes))
+    missing = np.flatnonzero(~found)
+    device, tokens, batch_size = "none (all vectors cached)", 0, settings.batch_size
+    if len(missing):
         started = time.perf_counter()
         encoder = load_encoder(settings.text_model, settings.device)
         seconds["load_model"] = time.perf_counter() - started
         device = str(encoder.device)
-        texts = [t for _, t in missing]
-        vectors, stats = embed_texts(texts, encoder, settings, progress=progress)
+        vectors, stats = embed_texts([texts[first_post[i]] for i in missing], encoder, settings, progress=progress)
+        del encoder
         seconds["embed"] = stats.seconds
-        tokens = stats.tokens
-        store.store_vectors(key, [h for h, _ in missing], vectors)
-        vectors_by_hash.update(zip((h for h, _ in missing), vectors))
+        tokens, batch_size = stats.tokens, stats.batch_size
+        store.store_vectors(key, [unique_hashes[i] for i in missing], vectors)
+        if unique_matrix is None and len(missing) == len(unique_hashes):
+            unique_matrix = vectors  # nothing was cached: the new vectors are the matrix
+        else:
+            if unique_matrix is None:
+                unique_matrix = np.zeros((len(unique_hashes), vectors.shape[1]), dtype=np.float32)
+            unique_matrix[missing] = vectors
+        del vectors
         log.info(
             "embedded %d texts (%d tokens) in %.1fs on %s with %s: %.1f posts/s",
             stats.posts, stats.tokens, stats.seconds, device, settings.text_model, stats.posts_per_second,
         )
-    new_hashes = {h for h, _ in missing}
-    posts_embedded = sum(1 for h in hashes if h in new_hashes)
+    posts_embedded = int(np.count_nonzero(~found[codes]))
     log.info(
         "%d posts read: %d embedded now, %d reused from the cache (key %s)",
         len(posts), posts_embedded, len(posts) - posts_embedded, key,
     )
-    matrix = np.stack([vectors_by_hash[h] for h in hashes])
+    # posts with distinct texts (the usual case) use the matrix as it is
+    matrix = unique_matrix if len(unique_hashes) == len(posts) else unique_matrix[codes]
+    del unique_matrix
 
     # ---------- fit once, then place posts with the stored fit
     started = time.perf_counter()
@@ -124,6 +134,8 @@ def build_text_features(
         fit_action = "fitted"
     else:
         log.info("placing posts with stored fit %s (fitted on %d posts)", fit.fit_id, fit.n_posts)
+    if fit_action == "fitted":
+        log.info("fit stages (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in fit.seconds.items()))
     seconds["fit"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -151,7 +163,7 @@ def build_text_features(
             "max_length": settings.max_length,
             "long_text": settings.long_text,
             "normalize": settings.normalize,
-            "batch_size": settings.batch_size,
+            "batch_size": batch_size,
             "n_components": settings.n_components,
             "n_clusters": settings.n_clusters,
             "random_state": settings.random_state,
@@ -160,7 +172,7 @@ def build_text_features(
             "rows_read": len(posts),
             "posts_embedded": posts_embedded,
             "posts_reused": len(posts) - posts_embedded,
-            "texts_embedded": len(missing),
+            "texts_embedded": int(len(missing)),
             "tokens_embedded": tokens,
             "seconds_load_model": seconds["load_model"],
             "seconds_embed": seconds["embed"],

@@ -129,6 +129,57 @@ class StateStore:
         vectors = _list_column_to_matrix(table.column("vector"))
         return dict(zip(table.column("text_hash").to_pylist(), vectors))
 
+    def cached_matrix(
+        self, embedding_key: str, hashes: Sequence[str], *, rows_per_batch: int = 65_536
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """Stored vectors as one float32 matrix aligned with ``hashes`` (which must be distinct).
+
+        Returns ``(matrix, found)``: row ``i`` of ``matrix`` is the vector of
+        ``hashes[i]`` where ``found[i]``, zeros elsewhere; ``matrix`` is ``None``
+        when nothing is stored. The rows stream from DuckDB ``rows_per_batch``
+        at a time straight into the matrix, so memory is the matrix plus one
+        batch (not a second copy of every vector, nor a dict of them).
+        """
+        found = np.zeros(len(hashes), dtype=bool)
+        if len(hashes) == 0:
+            return None, found
+        wanted = pa.table(
+            {
+                "position": pa.array(np.arange(len(hashes), dtype=np.int64)),
+                "text_hash": pa.array(list(hashes), pa.string()),
+            }
+        )
+        cur = self._con.cursor()
+        cur.register("wanted_positions", wanted)
+        result = cur.execute(
+            f"""
+            select w.position, c.vector
+            from {self.schema}.embedding_cache as c
+            join wanted_positions as w using (text_hash)
+            where c.embedding_key = ?""",
+            [embedding_key],
+        )
+        reader_of = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
+        matrix: np.ndarray | None = None
+        try:
+            for batch in reader_of(rows_per_batch):
+                if batch.num_rows == 0:
+                    continue
+                positions = batch.column(0).to_numpy()
+                values = _list_column_to_matrix(batch.column(1))
+                if matrix is None:
+                    matrix = np.zeros((len(hashes), values.shape[1]), dtype=np.float32)
+                elif values.shape[1] != matrix.shape[1]:
+                    raise ValueError(
+                        f"embedding_cache holds vectors of widths {matrix.shape[1]} and "
+                        f"{values.shape[1]} under one key {embedding_key!r}"
+                    )
+                matrix[positions] = values
+                found[positions] = True
+        finally:
+            cur.close()
+        return matrix, found
+
     def store_vectors(
         self, embedding_key: str, hashes: Sequence[str], vectors: np.ndarray, n_tokens: Sequence[int] | None = None
     ) -> None:
@@ -195,7 +246,7 @@ class StateStore:
         self._con.close()
 
 
-def _list_column_to_matrix(column: pa.ChunkedArray) -> np.ndarray:
-    combined = column.combine_chunks()
+def _list_column_to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    combined = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     values = combined.flatten().to_numpy(zero_copy_only=False)
     return values.reshape(len(combined), -1)
