@@ -17,3 +17,20 @@
         ''
     )
 {%- endmacro %}
+
+
+{#-
+    A post id as bigint, refusing rather than rounding: '12.7', '1e3' or
+    '0x10' stop the build with the value named (a plain cast would turn them
+    into 13, 1000 and 16).
+-#}
+{% macro strict_bigint(column) -%}
+    case
+        when {{ column }} is null then null
+        when regexp_full_match(trim(cast({{ column }} as varchar)), '[+-]?[0-9]+')
+            then cast(trim(cast({{ column }} as varchar)) as bigint)
+        else error(
+            'post_id must be an integer; got "' || cast({{ column }} as varchar) || '"'
+        )
+    end
+{%- endmacro %}

@@ -25,23 +25,42 @@
 {#-
     The distance columns of a published table are declared in its YAML (the
     contract needs them there) and generated from var n_clusters in its SQL.
-    Stop before building when the two disagree, naming both numbers.
+    Stop when the two disagree, naming both numbers: once per run before any
+    model is built (on-run-start, so the Python step does not refit for
+    nothing), and again in each model (for dbt compile and --select).
 -#}
-{% macro assert_declared_clusters(prefix, suffix='') -%}
+{% macro assert_declared_clusters(prefix, suffix='', node=none) -%}
     {%- if execute -%}
+        {%- set node = node if node is not none else model -%}
         {%- set declared = [] -%}
-        {%- for name in model.columns -%}
+        {%- for name in node.columns -%}
             {%- if name.startswith(prefix) and name.endswith(suffix) -%}
                 {%- do declared.append(name) -%}
             {%- endif -%}
         {%- endfor -%}
         {%- if declared | length != var('n_clusters') | int -%}
             {{ exceptions.raise_compiler_error(
-                model.name ~ ": var n_clusters=" ~ var('n_clusters') ~ " but its YAML declares "
+                node.name ~ ": var n_clusters=" ~ var('n_clusters') ~ " but its YAML declares "
                 ~ (declared | length) ~ " distance columns (" ~ prefix ~ "*). Regenerate the "
                 ~ "published models' YAML with: text-features schema --n-clusters "
                 ~ var('n_clusters')
             ) }}
         {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro check_published_columns() -%}
+    {%- if execute -%}
+        {%- set prefixes = {
+            'posts_features': ('distance_to_cluster_', ''),
+            'posts_info_deep_features': ('DistanceTo', 'thCluster'),
+        } -%}
+        {%- for node in graph.nodes.values() -%}
+            {%- if node.resource_type == 'model' and node.package_name == project_name
+                  and node.name in prefixes -%}
+                {{ assert_declared_clusters(prefixes[node.name][0], prefixes[node.name][1], node=node) }}
+            {%- endif -%}
+        {%- endfor -%}
     {%- endif -%}
 {%- endmacro %}

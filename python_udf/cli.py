@@ -1,4 +1,4 @@
-"""``text-features``: the package's command line.
+"""text-features: the command line of the post text-feature package.
 
 Subcommands live in their own modules and register here:
 
@@ -38,7 +38,7 @@ def add_run_command(subparsers) -> None:
     )
     parser.add_argument("input", type=Path, help="CSV, CSV.gz or Parquet file of posts")
     parser.add_argument("output", type=Path, help="where to write the features (.parquet or .csv)")
-    parser.add_argument("--state-db", type=Path, default=Path("text_features_state.duckdb"),
+    parser.add_argument("--state-db", type=Path, default=Path("features_state.duckdb"),
                         help="DuckDB file holding the embedding cache and fits (default: %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting, e.g. --set n_clusters=5 (repeatable; see README)")
@@ -59,11 +59,12 @@ def _run(args: argparse.Namespace) -> int:
             raise SettingsError(f"--set {item!r} must look like NAME=VALUE")
         values[name.strip()] = value
     settings = FeatureSettings.from_mapping(values)
-    reader = "read_parquet" if args.input.suffix == ".parquet" else "read_csv"
+    if not args.input.is_file():
+        raise FileNotFoundError(f"no posts file at {args.input}")
+    # CSV as text, like the dbt source: ids are checked, never guessed or rounded
+    reader = "read_parquet(?)" if args.input.suffix.lower() == ".parquet" else "read_csv(?, header = true, all_varchar = true)"
     with duckdb.connect(str(args.state_db)) as con:
-        posts = con.execute(
-            f"select post_id, text from {reader}(?)", [str(args.input)]
-        ).df()
+        posts = con.execute(f"select * from {reader}", [str(args.input)]).df()
         features = build_text_features(con, posts, settings, progress=not args.no_progress)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     partial = args.output.with_name(args.output.name + ".partial")
@@ -99,22 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="text-features", description=__doc__.split("\n\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module_name, function_name in _SUBCOMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        register: Callable = getattr(module, function_name)
+        register: Callable = getattr(importlib.import_module(module_name), function_name)
         register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import duckdb
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (ValueError, RuntimeError, FileNotFoundError, duckdb.Error) as exc:
         print(f"text-features {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

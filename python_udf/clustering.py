@@ -194,9 +194,12 @@ def fit_key(embedding_key: str, settings: FeatureSettings) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def check_settings_against_data(vectors: np.ndarray, settings: FeatureSettings) -> None:
-    """Fail early, naming both numbers, when the settings cannot fit these vectors."""
-    n_rows, width = vectors.shape
+def check_sizes(n_rows: int, width: int, settings: FeatureSettings, *, distinct: int | None = None) -> None:
+    """Fail, naming both numbers, when the settings cannot fit data of this size.
+
+    The pipeline calls it before embedding (with the count of distinct texts),
+    so a bad setting costs seconds, not an embedding pass.
+    """
     if settings.n_components >= width:
         raise DataCheckError(
             f"n_components={settings.n_components} must be below the embedding width "
@@ -207,14 +210,20 @@ def check_settings_against_data(vectors: np.ndarray, settings: FeatureSettings) 
             f"n_components={settings.n_components} must be below the number of posts "
             f"({n_rows}); lower n_components or add posts"
         )
-    if _has_distinct_rows(vectors, settings.n_clusters):
-        return
-    distinct = _count_distinct_rows(vectors)
-    if settings.n_clusters > distinct:
+    if distinct is not None and settings.n_clusters > distinct:
         raise DataCheckError(
             f"n_clusters={settings.n_clusters} is more than the {distinct} distinct posts "
             f"(of {n_rows} rows); lower n_clusters or add posts"
         )
+
+
+def check_settings_against_data(vectors: np.ndarray, settings: FeatureSettings) -> None:
+    """Fail early, naming both numbers, when the settings cannot fit these vectors."""
+    n_rows, width = vectors.shape
+    check_sizes(n_rows, width, settings)
+    if not _has_distinct_rows(vectors, settings.n_clusters):
+        # distinct texts can still share a vector (e.g. equal heads, truncated)
+        check_sizes(n_rows, width, settings, distinct=_count_distinct_rows(vectors))
 
 
 def fit_clusters(vectors: np.ndarray, settings: FeatureSettings, *, embedding_key: str) -> ClusterFit:

@@ -99,6 +99,7 @@ def load_encoder(name_or_path: str, device: str = "auto") -> Encoder:
     """Load tokenizer and model with ``from_pretrained``; fail with a way out offline."""
     from transformers import AutoModel, AutoTokenizer
 
+    _check_local_path(name_or_path, Path(name_or_path).expanduser())
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModel.from_pretrained(name_or_path)
@@ -109,7 +110,7 @@ def load_encoder(name_or_path: str, device: str = "auto") -> Encoder:
         use_all_cpu_cores()
     model.eval().to(torch_device)
     revision, identity = describe_model(name_or_path, config=model.config)
-    width = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "dim"))
+    width = embedding_width(model.config)
     return Encoder(tokenizer, model, torch_device, name_or_path, revision, identity, width)
 
 
@@ -119,20 +120,46 @@ def describe_model(name_or_path: str, config: object | None = None) -> tuple[str
     A local directory is identified by its path and a hash of the files that
     decide its output; a hub id by its id and commit. The identity keys the
     embedding cache, so two different models never share vectors.
+
+    :raises ModelLoadError: the path or hub id cannot be resolved offline.
     """
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
+    _check_local_path(name_or_path, path)
     if path.is_dir():
         digest = _directory_digest(path.resolve())
         return f"sha256:{digest}", f"path:{path.resolve()}#sha256:{digest[:16]}"
-    if config is None:
-        from transformers import AutoConfig
-
-        try:
-            config = AutoConfig.from_pretrained(name_or_path)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(_offline_hint(name_or_path, exc)) from exc
+    config = config if config is not None else load_config(name_or_path)
     revision = getattr(config, "_commit_hash", None) or "unknown"
     return revision, f"hub:{name_or_path}@{revision}"
+
+
+def load_config(name_or_path: str):
+    """The model's config (no weights).
+
+    :raises ModelLoadError: it cannot be found offline.
+    """
+    from transformers import AutoConfig
+
+    _check_local_path(name_or_path, Path(name_or_path).expanduser())
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_offline_hint(name_or_path, exc)) from exc
+
+
+def embedding_width(config) -> int:
+    """Width of the vectors a model's config promises (BERT: hidden_size, DistilBERT: dim)."""
+    return int(getattr(config, "hidden_size", 0) or getattr(config, "dim"))
+
+
+def _check_local_path(name_or_path: str, path: Path) -> None:
+    """Say plainly what is wrong with a local path before transformers guesses it is a hub id."""
+    if name_or_path.startswith((".", "/", "~")) and not path.exists():
+        raise ModelLoadError(_offline_hint(name_or_path, FileNotFoundError(f"no such directory: {path}")))
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelLoadError(
+            _offline_hint(name_or_path, FileNotFoundError(f"no config.json in {path}: not a saved model directory"))
+        )
 
 
 def _offline_hint(name_or_path: str, exc: Exception) -> str:

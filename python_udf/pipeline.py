@@ -18,8 +18,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from .clustering import ClusterFit, fit_clusters, fit_key
-from .embedding import describe_model, embed_texts, load_encoder
+from .clustering import ClusterFit, check_sizes, fit_clusters, fit_key
+from .embedding import describe_model, embed_texts, embedding_width, load_config, load_encoder
 from .logs import get_logger
 from .settings import FeatureSettings
 from .state import DEFAULT_STATE_SCHEMA, StateStore
@@ -55,6 +55,7 @@ def check_posts(posts: pd.DataFrame) -> pd.DataFrame:
     null_rows = np.flatnonzero(ids.isna().to_numpy())
     if len(null_rows):
         raise ValueError(f"post_id is NULL on {len(null_rows)} row(s), first at row {int(null_rows[0])}")
+    ids = _integer_ids(ids)
     duplicated = ids[ids.duplicated(keep=False)]
     if len(duplicated):
         shown = sorted(set(duplicated.tolist()))
@@ -65,6 +66,28 @@ def check_posts(posts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {"post_id": ids.to_numpy(), "text": [clean_text(t) for t in posts["text"].tolist()]}
     )
+
+
+def _integer_ids(ids: pd.Series) -> pd.Series:
+    """Ids as int64, refusing anything that is not a whole number written as one.
+
+    :raises ValueError: naming the first offending row and value (``12.7``,
+        ``1e3``, ``abc`` and the like are refused rather than rounded).
+    """
+    if pd.api.types.is_integer_dtype(ids.dtype):
+        return ids.astype("int64")
+    texts = ids.astype(str).str.strip()
+    bad = np.flatnonzero(~texts.str.fullmatch(r"[+-]?[0-9]+").to_numpy(dtype=bool))
+    if len(bad):
+        row = int(bad[0])
+        raise ValueError(
+            f"post_id must be an integer; row {row} has {ids.iloc[row]!r} "
+            f"({len(bad)} row(s) in all)"
+        )
+    try:
+        return pd.Series([int(t) for t in texts], dtype="int64", index=ids.index)
+    except OverflowError as exc:
+        raise ValueError(f"post_id does not fit in 64 bits: {exc}") from None
 
 
 def build_text_features(
@@ -90,6 +113,12 @@ def build_text_features(
     # one row per distinct text, in order of first occurrence; codes maps posts to them
     codes, unique_hashes = pd.factorize(np.array([text_hash(t) for t in texts], dtype=object))
     first_post = np.unique(codes, return_index=True)[1]
+    fit_k = fit_key(key, settings)
+    fit: ClusterFit | None = None if settings.refit else store.latest_fit(fit_k)
+    if fit is None:
+        # a fit will be made: check the settings against the data before paying for embeddings
+        width = embedding_width(load_config(settings.text_model))
+        check_sizes(len(posts), width, settings, distinct=len(unique_hashes))
     unique_matrix, found = store.cached_matrix(key, list(unique_hashes))
     missing = np.flatnonzero(~found)
     device, tokens, batch_size = "none (all vectors cached)", 0, settings.batch_size
@@ -125,8 +154,6 @@ def build_text_features(
 
     # ---------- fit once, then place posts with the stored fit
     started = time.perf_counter()
-    fit_k = fit_key(key, settings)
-    fit: ClusterFit | None = None if settings.refit else store.latest_fit(fit_k)
     fit_action = "reused"
     if fit is None:
         fit = fit_clusters(matrix, settings, embedding_key=key)

@@ -36,7 +36,10 @@ class StateStore:
         if not schema.replace("_", "").isalnum():
             raise ValueError(f"state schema {schema!r} must be a plain identifier")
         self._con = con.cursor()
-        self.schema = schema
+        # Qualify with the catalog: a DuckDB file named like the schema
+        # (text_features_state.duckdb) would otherwise make every name ambiguous.
+        catalog = self._con.execute("select current_database()").fetchone()[0].replace('"', '""')
+        self.schema = f'"{catalog}".{schema}'
         self._ensure()
 
     def _ensure(self) -> None:

@@ -12,7 +12,7 @@ renamed as (
 
     select
         ---------- ids
-        cast(post_id as bigint) as post_id,
+        {{ strict_bigint('post_id') }} as post_id,
 
         ---------- text
         {{ clean_post_text('text') }} as text,

@@ -136,18 +136,21 @@ def test_null_post_id_fails(con, make_settings):
         build_text_features(con, frame, make_settings(), progress=False)
 
 
-def test_settings_are_checked_against_the_data_and_vectors_survive(con, make_settings, monkeypatch):
+def test_settings_are_checked_against_the_data_before_any_embedding(con, make_settings, monkeypatch):
     texts = ["The striker scored twice.", "Shares fell after the bank reported lower growth.",
              "The new phone has a faster chip."]
     frame = pd.DataFrame({"post_id": range(6), "text": texts * 2})  # 6 posts, 3 distinct texts
-    with pytest.raises(DataCheckError) as info:
-        build_text_features(con, frame, make_settings(n_components=2, n_clusters=4), progress=False)
-    message = str(info.value)
-    assert re.search(r"n_clusters=4\b", message) and re.search(r"\b3 distinct\b", message)
-    # vectors computed before the failure are kept: the fixed run embeds nothing
-    forbid_model_loading(monkeypatch)
+    # the check needs only the model's config, so a bad setting costs no embedding pass
+    with monkeypatch.context() as patched:
+        forbid_model_loading(patched)
+        with pytest.raises(DataCheckError) as info:
+            build_text_features(con, frame, make_settings(n_components=2, n_clusters=4), progress=False)
+        message = str(info.value)
+        assert re.search(r"n_clusters=4\b", message) and re.search(r"\b3 distinct\b", message)
+        with pytest.raises(DataCheckError, match=r"n_components=6 must be below the number of posts \(6\)"):
+            build_text_features(con, frame, make_settings(n_components=6, n_clusters=2), progress=False)
     features, log = build(con, frame, make_settings(n_components=2, n_clusters=3))
-    assert log["posts_embedded"] == 0 and len(features) == 6
+    assert log["texts_embedded"] == 3 and log["posts_embedded"] == 6 and len(features) == 6
 
 
 # ---------------------------------------------------------------- embedding cache
