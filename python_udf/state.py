@@ -112,25 +112,10 @@ class StateStore:
     # ---------- embedding cache
 
     def cached_vectors(self, embedding_key: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        """Vectors already stored for ``hashes`` under ``embedding_key``."""
-        if not hashes:
-            return {}
-        wanted = pa.table({"text_hash": pa.array(sorted(set(hashes)), pa.string())})
-        cur = self._con.cursor()
-        cur.register("wanted_hashes", wanted)
-        table = cur.execute(
-            f"""
-            select c.text_hash, c.vector
-            from {self.schema}.embedding_cache as c
-            join wanted_hashes as w using (text_hash)
-            where c.embedding_key = ?""",
-            [embedding_key],
-        ).fetch_arrow_table()
-        cur.close()
-        if table.num_rows == 0:
-            return {}
-        vectors = _list_column_to_matrix(table.column("vector"))
-        return dict(zip(table.column("text_hash").to_pylist(), vectors))
+        """Vectors already stored for ``hashes`` under ``embedding_key``, by hash."""
+        distinct = list(dict.fromkeys(hashes))
+        matrix, found = self.cached_matrix(embedding_key, distinct)
+        return {h: matrix[i] for i, h in enumerate(distinct) if found[i]}
 
     def cached_matrix(
         self, embedding_key: str, hashes: Sequence[str], *, rows_per_batch: int = 65_536
