@@ -13,6 +13,10 @@ Three tables in one schema (``text_features_state`` by default):
 
 Writes go through their own cursor, which commits at once: vectors computed
 before a later failure are kept, so the next run does not pay for them again.
+
+DuckDB keeps table blocks it has written or read in its buffer pool, up to
+its ``memory_limit`` (80% of RAM unless the profile sets one); with a large
+cache that pool, not this module, is most of the process's memory.
 """
 
 from __future__ import annotations
@@ -169,30 +173,65 @@ class StateStore:
         return matrix, found
 
     def store_vectors(
-        self, embedding_key: str, hashes: Sequence[str], vectors: np.ndarray, n_tokens: Sequence[int] | None = None
+        self,
+        embedding_key: str,
+        hashes: Sequence[str],
+        vectors: np.ndarray,
+        n_tokens: Sequence[int] | None = None,
+        *,
+        rows_per_batch: int = 65_536,
     ) -> None:
+        """Store (or replace) the vectors of ``hashes`` under ``embedding_key``.
+
+        Rows go in ``rows_per_batch`` at a time, each batch in its own
+        transaction (delete the rows it replaces, then a plain insert): a
+        single ``insert or replace`` of a million vectors held several times
+        their size in DuckDB's working memory, and was slower.
+        """
         if len(hashes) == 0:
             return
+        if len(hashes) != len(vectors):
+            raise ValueError(f"{len(hashes)} hashes but {len(vectors)} vectors")
         width = vectors.shape[1]
-        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-        offsets = pa.array(np.arange(0, (len(hashes) + 1) * width, width, dtype=np.int32))
-        rows = pa.table(
-            {
-                "embedding_key": pa.array([embedding_key] * len(hashes), pa.string()),
-                "text_hash": pa.array(list(hashes), pa.string()),
-                "vector": pa.ListArray.from_arrays(offsets, flat),
-                "n_tokens": pa.array(list(n_tokens) if n_tokens is not None else [None] * len(hashes), pa.int32()),
-            }
-        )
         cur = self._con.cursor()
-        cur.register("new_vectors", rows)
-        cur.execute(
-            f"""
-            insert or replace into {self.schema}.embedding_cache
-                (embedding_key, text_hash, vector, n_tokens)
-            select embedding_key, text_hash, vector, n_tokens from new_vectors"""
-        )
-        cur.close()
+        try:
+            for start in range(0, len(hashes), rows_per_batch):
+                stop = min(len(hashes), start + rows_per_batch)
+                count = stop - start
+                flat = pa.array(np.ascontiguousarray(vectors[start:stop], dtype=np.float32).reshape(-1))
+                offsets = pa.array(np.arange(0, (count + 1) * width, width, dtype=np.int32))
+                tokens = list(n_tokens[start:stop]) if n_tokens is not None else [None] * count
+                rows = pa.table(
+                    {
+                        "embedding_key": pa.array([embedding_key] * count, pa.string()),
+                        "text_hash": pa.array(list(hashes[start:stop]), pa.string()),
+                        "vector": pa.ListArray.from_arrays(offsets, flat),
+                        "n_tokens": pa.array(tokens, pa.int32()),
+                    }
+                )
+                cur.register("new_vectors", rows)
+                cur.execute("begin transaction")
+                try:
+                    cur.execute(
+                        f"""
+                        delete from {self.schema}.embedding_cache as c
+                        using new_vectors as n
+                        where c.embedding_key = n.embedding_key and c.text_hash = n.text_hash"""
+                    )
+                    cur.execute(
+                        f"""
+                        insert into {self.schema}.embedding_cache
+                            (embedding_key, text_hash, vector, n_tokens)
+                        select embedding_key, text_hash, vector, n_tokens from new_vectors"""
+                    )
+                    cur.execute("commit")
+                except BaseException:
+                    cur.execute("rollback")
+                    raise
+                finally:
+                    cur.unregister("new_vectors")
+        finally:
+            cur.close()
 
     # ---------- fits
 

@@ -303,3 +303,34 @@ def test_cached_rebuild_with_duplicate_texts_gives_the_same_features(tiny_model_
         "from text_features_state.feature_runs_log order by started_at"
     ).fetchall()
     assert log == [(60, 0, 58), (0, 60, 0)]
+
+
+def test_store_vectors_in_batches_replaces_what_it_stores_again():
+    con = duckdb.connect()
+    store = StateStore(con, "state_test")
+    rng = np.random.default_rng(4)
+    first = rng.normal(size=(25, 3)).astype(np.float32)
+    hashes = [f"h{i:02d}" for i in range(25)]
+    store.store_vectors("key", hashes, first, rows_per_batch=4)
+    second = first[:9] + 10
+    store.store_vectors("key", hashes[:9], second, rows_per_batch=4)
+    matrix, found = store.cached_matrix("key", hashes)
+    assert found.all()
+    np.testing.assert_array_equal(matrix[:9], second)
+    np.testing.assert_array_equal(matrix[9:], first[9:])
+    count = con.execute("select count(*) from state_test.embedding_cache").fetchone()[0]
+    assert count == 25
+    with pytest.raises(ValueError, match="3 hashes but 2 vectors"):
+        store.store_vectors("key", hashes[:3], first[:2])
+
+
+def test_a_failing_batch_is_rolled_back_and_earlier_batches_are_kept():
+    con = duckdb.connect()
+    store = StateStore(con, "state_test")
+    vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
+    with pytest.raises(duckdb.Error):
+        store.store_vectors("key", ["a", "b", "c", "c"], vectors, rows_per_batch=2)  # "c" twice in one batch
+    stored = con.execute("select text_hash from state_test.embedding_cache order by 1").fetchall()
+    assert stored == [("a",), ("b",)]
+    store.store_vectors("key", ["c"], vectors[2:3])  # the store still works
+    assert store.cached_matrix("key", ["c"])[1].all()
