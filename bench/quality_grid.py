@@ -21,13 +21,21 @@ Before trusting this shortcut the script checks it against
 :func:`python_udf.embedding.embed_texts` on a few posts, short and long, for
 all four settings, and stops if any vector differs.
 
+``--truncate-512`` adds ``long_text=truncate`` at ``max_length`` 512 (one
+window per text), and ``--chunk-512`` adds ``chunk_mean`` at 512, computing
+only the later windows of long texts and taking the first from the
+truncate-512 pass. Both are checked against ``embed_texts`` the same way.
+
 Vectors are kept under ``--cache-dir`` (``.npz``, with the windows done so
-far, so an interrupted pass resumes) and never computed twice.
+far, so an interrupted pass resumes) and never computed twice; scores are
+kept there too (``scores.json``, keyed by everything they depend on), so
+adding a combination scores only the new one.
 
 Usage::
 
-    python bench/quality_grid.py                 # embed if needed, then score
-    python bench/quality_grid.py --embed-only    # only the slow part
+    python bench/quality_grid.py --truncate-512 --chunk-512   # what docs/quality.md shows
+    python bench/quality_grid.py --embed-only                 # only the slow part
+    python bench/quality_grid.py --model DIR                  # another model
 
 Writes ``bench/results/quality_grid.md`` and ``.json`` and prints the table.
 """
@@ -35,6 +43,7 @@ Writes ``bench/results/quality_grid.md`` and ``.json`` and prints the table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -49,6 +58,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from python_udf.clustering import fit_clusters  # noqa: E402
 from python_udf.embedding import (  # noqa: E402
     _chunk_windows,
     _pad,
@@ -56,7 +66,6 @@ from python_udf.embedding import (  # noqa: E402
     load_encoder,
     pool,
 )
-from python_udf.clustering import fit_clusters  # noqa: E402
 from python_udf.quality import (  # noqa: E402
     BaselineSettings,
     baseline_tfidf,
@@ -252,7 +261,9 @@ def embed_corpus(args, texts: list[str]) -> tuple[dict[str, np.ndarray], dict]:
         text_model=model, max_length=args.max_length, chunk_overlap=args.chunk_overlap,
         batch_size=args.batch_size, long_text="chunk_mean",
     )
-    tag = f"ml{args.max_length}-ov{args.chunk_overlap}"
+    # cache files are per model (a hash of its path) and window settings
+    model_tag = hashlib.sha1(model.encode()).hexdigest()[:10]
+    tag = f"{model_tag}-ml{args.max_length}-ov{args.chunk_overlap}"
     check = check_shortcut(texts, encoder, settings, args.cache_dir / f"check-{tag}")
     started = time.perf_counter()
     vectors = window_pass(texts, encoder, settings, args.cache_dir / f"windows-{tag}")
@@ -271,14 +282,14 @@ def embed_corpus(args, texts: list[str]) -> tuple[dict[str, np.ndarray], dict]:
             text_model=model, max_length=512, chunk_overlap=0, batch_size=args.batch_size, long_text="chunk_mean",
         )
         info["shortcut_max_abs_difference_512"] = check_shortcut(
-            texts, encoder, long_settings, args.cache_dir / "check-ml512-head", first_only=True
+            texts, encoder, long_settings, args.cache_dir / f"check-{model_tag}-ml512-head", first_only=True
         )
-        more = window_pass(texts, encoder, long_settings, args.cache_dir / "windows-ml512-head", first_only=True)
+        more = window_pass(texts, encoder, long_settings, args.cache_dir / f"windows-{model_tag}-ml512-head", first_only=True)
         vectors["cls_truncate512"] = more["cls_truncate"]
         vectors["mean_truncate512"] = more["mean_truncate"]
     if args.chunk_512:
         chunk_settings = replace(long_settings, chunk_overlap=args.chunk_overlap)
-        tag512 = f"ml512-ov{args.chunk_overlap}"
+        tag512 = f"{model_tag}-ml512-ov{args.chunk_overlap}"
         info["shortcut_max_abs_difference_512_chunk"] = check_shortcut(
             texts, encoder, chunk_settings, args.cache_dir / f"check-{tag512}", reuse_first=True
         )

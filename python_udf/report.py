@@ -34,7 +34,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,7 +45,9 @@ import pandas as pd
 from .clustering import ClusterFit, fit_clusters
 from .logs import get_logger
 from .quality import (
-    baseline_clusters,
+    BaselineSettings,
+    baseline_tfidf,
+    cluster_tfidf,
     clustering_scores,
     describe_clusters,
     project_2d,
@@ -113,6 +115,8 @@ def _report(args: argparse.Namespace) -> int:
         local_schema=args.local_schema,
         state_schema=args.state_schema,
     )
+    if args.top_terms < 1:
+        raise ValueError(f"--top-terms={args.top_terms} must be at least 1")
     report = write_report(sources, args.out, top_terms=args.top_terms)
     headline = report["scores_at_topics"]
     if headline:
@@ -280,12 +284,16 @@ def _plain(value):
 # ---------------------------------------------------------------- compute
 
 
-def score_at(inputs: ReportInputs, k: int, labels: np.ndarray, source: str) -> dict:
-    """Scores of ``labels`` and of the baseline at the same k, on the same posts."""
+def score_at(inputs: ReportInputs, tfidf: tuple, k: int, labels: np.ndarray, source: str) -> dict:
+    """Scores of ``labels`` and of the baseline at the same k, on the same posts.
+
+    ``tfidf`` is :func:`python_udf.quality.baseline_tfidf` of the posts' texts.
+    """
     settings = inputs.settings
     started = time.perf_counter()
-    baseline, baseline_info = baseline_clusters(
-        inputs.posts["text"].tolist(),
+    matrix, min_df = tfidf
+    baseline, baseline_info = cluster_tfidf(
+        matrix,
         n_components=settings.n_components,
         n_clusters=k,
         random_state=settings.random_state,
@@ -297,7 +305,8 @@ def score_at(inputs: ReportInputs, k: int, labels: np.ndarray, source: str) -> d
         "features_from": source,
         "features": clustering_scores(topics, labels).as_dict(),
         "baseline": clustering_scores(topics, baseline).as_dict(),
-        "baseline_settings": baseline_info,
+        "baseline_settings": {"method": "tfidf_svd_l2_kmeans", **asdict(BaselineSettings()), "min_df": min_df,
+                              **baseline_info},
     }
     log.info(
         "k=%d: NMI %.3f (baseline %.3f), ARI %.3f (baseline %.3f) on %d posts in %.1fs",
@@ -314,18 +323,21 @@ def compute_report(inputs: ReportInputs, *, top_terms: int = 10) -> dict:
     topic_names = sorted({str(t).strip() for t, has in zip(topics, labelled) if has})
     n_clusters = inputs.fit.n_clusters
     mart_labels = posts["text_cluster"].to_numpy()
-    replaced, _ = inputs.fit.place(inputs.vectors)
+    placed_again, _ = inputs.fit.place(inputs.vectors)
 
     scores = []
     if topic_names:
-        scores.append(score_at(inputs, n_clusters, mart_labels, "posts_features.text_cluster"))
+        tfidf = baseline_tfidf(posts["text"].tolist())
+        scores.append(score_at(inputs, tfidf, n_clusters, mart_labels, "posts_features.text_cluster"))
         k = len(topic_names)
         if k != n_clusters and 2 <= k <= len(posts):
             refit = fit_clusters(
                 inputs.vectors, replace(settings, n_clusters=k), embedding_key=inputs.run["embedding_key"]
             )
             labels, _ = refit.place(inputs.vectors)
-            scores.append(score_at(inputs, k, labels, f"fit_clusters on the cached vectors with n_clusters={k}"))
+            scores.append(
+                score_at(inputs, tfidf, k, labels, f"fit_clusters on the cached vectors with n_clusters={k}")
+            )
     at_topics = next((s for s in scores if s["k"] == len(topic_names)), None)
     clusters = describe_clusters(
         posts["post_id"].to_numpy(), posts["text"].tolist(), topics, mart_labels, inputs.distances, top_n=top_terms
@@ -347,7 +359,7 @@ def compute_report(inputs: ReportInputs, *, top_terms: int = 10) -> dict:
         "scores": scores,
         "scores_at_topics": at_topics,
         # the stored fit must reproduce the mart; anything below 1 means they drifted apart
-        "mart_clusters_reproduced": float(np.mean(replaced == mart_labels)),
+        "mart_clusters_reproduced": float(np.mean(placed_again == mart_labels)),
         "clusters": [{k: _plain(v) for k, v in row.items()} for row in clusters.to_dict("records")],
         "topic_cluster_counts": {
             topic: [int(x) for x in row] for topic, row in topic_cluster_counts(topics, mart_labels, n_clusters).iterrows()
