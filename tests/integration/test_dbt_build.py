@@ -402,8 +402,9 @@ def test_every_dbt_test_and_unit_test_passed(first_build):
     by_kind: dict[str, list[str]] = {}
     for result in results:
         by_kind.setdefault(result["unique_id"].split(".")[0], []).append(result["status"])
-    assert set(by_kind) == {"model", "test", "unit_test"}
-    assert set(by_kind["model"]) == {"success"}
+    # the on-run-start hook (n_clusters against the published YAML) is an operation
+    assert set(by_kind) == {"model", "test", "unit_test", "operation"}
+    assert set(by_kind["model"]) == {"success"} and set(by_kind["operation"]) == {"success"}
     statuses = {r["unique_id"]: r["status"] for r in results}
     for node in ("stg", "int", "mart", "compat"):
         assert statuses[NODE[node]] == "success"
@@ -412,6 +413,7 @@ def test_every_dbt_test_and_unit_test_passed(first_build):
     assert by_kind["unit_test"] and set(by_kind["unit_test"]) == {"pass"}
     ids = {r["unique_id"] for r in results}
     assert f"unit_test.{PROJECT}.stg_posts.stg_posts_cleans_text_for_storage" in ids
+    assert f"unit_test.{PROJECT}.posts_info_deep_features.posts_info_deep_features_uses_the_notebook_names" in ids
     assert any(i.startswith(f"test.{PROJECT}.unique_stg_posts_post_id") for i in ids)
     assert any(i.startswith(f"test.{PROJECT}.matches_model_posts_info_deep_features") for i in ids)
 
