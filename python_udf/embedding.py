@@ -69,6 +69,9 @@ class EmbeddingStats:
     device: str = "cpu"
     batch_size: int = 0
     oom_splits: int = 0
+    # tokens each text put through the model (special tokens included; with
+    # chunk_mean, summed over its windows); stored beside its cached vector
+    tokens_per_text: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def posts_per_second(self) -> float:
@@ -305,6 +308,7 @@ def embed_texts(
     if size != settings.batch_size:
         settings = dataclasses.replace(settings, batch_size=size)
     stats.batch_size = size
+    stats.tokens_per_text = np.zeros(len(texts), dtype=np.int64)
     order = length_order(texts)
     started = time.perf_counter()
     batches = _window_batches(texts, order, encoder, settings)
@@ -318,6 +322,7 @@ def embed_texts(
             token_counts = batch["attention_mask"].sum(dim=1).numpy()
             stats.tokens += int(token_counts.sum())
             stats.windows += len(owners)
+            np.add.at(stats.tokens_per_text, owners, token_counts)
             # weight each window by its tokens; a post with a single window
             # gets exactly its pooled vector back
             weighted = pooled * token_counts[:, None]

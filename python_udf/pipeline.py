@@ -131,7 +131,7 @@ def build_text_features(
         del encoder
         seconds["embed"] = stats.seconds
         tokens, batch_size = stats.tokens, stats.batch_size
-        store.store_vectors(key, [unique_hashes[i] for i in missing], vectors)
+        store.store_vectors(key, [unique_hashes[i] for i in missing], vectors, stats.tokens_per_text)
         if unique_matrix is None and len(missing) == len(unique_hashes):
             unique_matrix = vectors  # nothing was cached: the new vectors are the matrix
         else:

@@ -45,3 +45,23 @@ def test_missing_model_directory_is_named(tmp_path):
 def test_directory_without_a_model_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match="no config.json in"):
         describe_model(str(tmp_path))
+
+
+def test_cache_records_each_texts_token_count(tiny_model_dir, tiny_encoder):
+    from python_udf.pipeline import build_text_features
+    from python_udf.settings import FeatureSettings
+    from python_udf.text import text_hash
+
+    texts = ["shares fell", "the club won the league match today", "a film award", "taxes"]
+    frame = pd.DataFrame({"post_id": range(4), "text": texts})
+    settings = FeatureSettings.from_mapping(
+        {"text_model": str(tiny_model_dir), "n_components": 2, "n_clusters": 2}
+    )
+    with duckdb.connect() as con:
+        build_text_features(con, frame, settings, progress=False)
+        stored = dict(con.execute(
+            "select text_hash, n_tokens from text_features_state.embedding_cache"
+        ).fetchall())
+    # independent count: the tokenizer's own ids, special tokens included
+    expected = {text_hash(t): len(tiny_encoder.tokenizer(t)["input_ids"]) for t in texts}
+    assert stored == expected
