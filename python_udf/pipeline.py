@@ -161,6 +161,12 @@ def build_text_features(
         fit_action = "fitted"
     else:
         log.info("placing posts with stored fit %s (fitted on %d posts)", fit.fit_id, fit.n_posts)
+        if len(unique_hashes) < fit.n_clusters:
+            log.warning(
+                "only %d distinct texts for the %d clusters of stored fit %s: some clusters "
+                "stay empty; set refit: true (and fewer clusters) if the corpus changed",
+                len(unique_hashes), fit.n_clusters, fit.fit_id,
+            )
     if fit_action == "fitted":
         log.info("fit stages (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in fit.seconds.items()))
     seconds["fit"] = time.perf_counter() - started
