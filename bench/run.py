@@ -543,8 +543,8 @@ def render_markdown(report: dict) -> str:
             out.append(f"{cuda['name']}, {cuda['model']}, {cuda['posts']} posts; batch size auto "
                        f"(default setting on CUDA).")
             out.append("")
-            out.append(table(["run", "posts/s", "GPU peak MiB", "batch"], [
-                [k, f"{r['posts_per_second']:.1f}", mib(r.get("cuda_peak_allocated_bytes")), ""]
+            out.append(table(["run", "posts/s", "GPU peak MiB", "batch size"], [
+                [k, f"{r['posts_per_second']:.1f}", mib(r.get("cuda_peak_allocated_bytes")), r.get("batch_size", "")]
                 for k, r in cuda["runs"].items()]))
             out.append("")
             out.append(f"bf16 vs fp32: **{cuda['bf16_vs_fp32_speedup']:.2f}x**; ours vs notebook (fp32): "

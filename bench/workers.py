@@ -171,16 +171,28 @@ def run_speed(args: argparse.Namespace) -> dict:
     if args.method == "ours":
         encoder = load_encoder(args.model, args.device)
         device = encoder.device
-        warm = lambda: embed_texts(texts[:2], encoder, settings, progress=False)  # noqa: E731
-        run = lambda: embed_texts(texts, encoder, settings, progress=False)[0]  # noqa: E731
+        used = {}
+
+        def warm():
+            embed_texts(texts[:2], encoder, settings, progress=False)
+
+        def run():
+            vectors, stats = embed_texts(texts, encoder, settings, progress=False)
+            used["batch_size"] = stats.batch_size
+            return vectors
     else:
         device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cpu":
             use_all_cpu_cores()  # the same threads as ours, so only the method differs
         tokenizer = AutoTokenizer.from_pretrained(args.model)
         model = AutoModel.from_pretrained(args.model).eval().to(device)
-        warm = lambda: notebook_embed(texts[:2], tokenizer, model, device)  # noqa: E731
-        run = lambda: notebook_embed(texts, tokenizer, model, device)  # noqa: E731
+        used = {"batch_size": 32}
+
+        def warm():
+            notebook_embed(texts[:2], tokenizer, model, device)
+
+        def run():
+            return notebook_embed(texts, tokenizer, model, device)
     warm()  # first call pays one-off costs (allocator, kernels) in both methods
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -202,6 +214,7 @@ def run_speed(args: argparse.Namespace) -> dict:
         "posts": len(texts),
         "seconds": seconds,
         "posts_per_second": len(texts) / seconds,
+        "batch_size": used["batch_size"],
         # CPU time of all threads: less disturbed than wall time when other
         # work shares the cores
         "cpu_seconds": cpu_seconds,
