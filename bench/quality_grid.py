@@ -7,7 +7,9 @@ chunk_mean) and ``normalize`` (false, true) is scored against the corpus's
 the quality report (:func:`python_udf.quality.baseline_clusters`). Scores are
 NMI, ARI and purity at k = number of topics and at k = 15 (the default
 ``n_clusters``), for several seeds, because one KMeans seed can move NMI by a
-few hundredths.
+few hundredths. On top of every mean-pooling combination, ``--tfidf-weights``
+are tried: hybrid features that mix the post's TF-IDF into the clustering
+space (``tfidf_weight``, :mod:`python_udf.lexical`).
 
 Embedding is the only slow part, and it is done once. One pass over the
 overlapping windows of every distinct text gives all four vectors per text:
@@ -101,6 +103,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="42,43,44,45,46")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/quality_grid"))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
+    parser.add_argument("--tfidf-weights", default="0.25,0.5,0.75",
+                        help="tfidf_weight values tried (hybrid features) on top of every mean-pooling "
+                             "combination; empty for none")
     parser.add_argument("--embed-only", action="store_true")
     parser.add_argument("--truncate-512", action="store_true",
                         help="also embed with long_text=truncate at max_length=512 (slow)")
@@ -318,13 +323,13 @@ def combinations(vectors: dict[str, np.ndarray]) -> list[dict]:
     return found
 
 
-def score_features(matrix, topics, *, model, combo, n_components, k, seed) -> dict:
+def score_features(matrix, texts, topics, *, model, combo, n_components, k, seed) -> dict:
     settings = FeatureSettings(
         text_model=model, pooling=combo["pooling"], long_text=combo["long_text"], normalize=combo["normalize"],
-        n_components=n_components, n_clusters=k, random_state=seed,
+        tfidf_weight=combo.get("tfidf_weight", 0.0), n_components=n_components, n_clusters=k, random_state=seed,
     )
-    fit = fit_clusters(matrix, settings, embedding_key="bench")
-    labels, _ = fit.place(matrix)
+    fit = fit_clusters(matrix, settings, embedding_key="bench", texts=texts)
+    labels, _ = fit.place(matrix, texts)
     return clustering_scores(topics, labels).as_dict()
 
 
@@ -398,6 +403,7 @@ def score_grid(args, posts: pd.DataFrame, texts: list[str], vectors: dict, info:
 
     # ---------- every combination
     results = []
+    scored_texts = scored["text"].tolist()
     for combo in combinations(vectors):
         matrix = vectors[combo["vectors"]][rows]
         entry = {key: combo[key] for key in ("pooling", "long_text", "normalize")}
@@ -407,8 +413,8 @@ def score_grid(args, posts: pd.DataFrame, texts: list[str], vectors: dict, info:
                 entry[f"k{k}_c{n_components}"] = store.get(
                     {**entry, "k": k, "n_components": n_components},
                     lambda: summarise([
-                        score_features(matrix, topics, model=model, combo=combo, n_components=n_components,
-                                       k=k, seed=seed)
+                        score_features(matrix, scored_texts, topics, model=model, combo=combo,
+                                       n_components=n_components, k=k, seed=seed)
                         for seed in seeds
                     ]),
                 )
@@ -420,8 +426,36 @@ def score_grid(args, posts: pd.DataFrame, texts: list[str], vectors: dict, info:
             flush=True,
         )
 
+    # ---------- hybrid: the same vectors with TF-IDF mixed in (python_udf.lexical)
+    weights = [float(w) for w in args.tfidf_weights.split(",") if w.strip()]
+    hybrid = []
+    for combo in (c for c in combinations(vectors) if c["pooling"] == "mean"):
+        matrix = vectors[combo["vectors"]][rows]
+        for weight in weights:
+            entry = {key: combo[key] for key in ("pooling", "long_text", "normalize")}
+            entry["max_length"] = combo["max_length"] or args.max_length
+            entry["tfidf_weight"] = weight
+            for k in ks:
+                entry[f"k{k}_c{args.n_components}"] = store.get(
+                    {**entry, "k": k, "n_components": args.n_components},
+                    lambda: summarise([
+                        score_features(matrix, scored_texts, topics, model=model,
+                                       combo={**combo, "tfidf_weight": weight},
+                                       n_components=args.n_components, k=k, seed=seed)
+                        for seed in seeds
+                    ]),
+                )
+            hybrid.append(entry)
+            print(
+                f"{entry['pooling']:>4} {entry['long_text']:>10} {entry['max_length']:>3} "
+                f"normalize={str(entry['normalize']).lower():<5} tfidf_weight={weight:g} "
+                f"NMI@{k_topics} {entry[f'k{k_topics}_c{args.n_components}']['nmi']:.3f}",
+                flush=True,
+            )
+
     key = f"k{k_topics}_c{args.n_components}"
     best = max(results, key=lambda r: r[key]["nmi"])
+    best_hybrid = max(hybrid, key=lambda r: r[key]["nmi"]) if hybrid else None
     best_any = max(
         ((r, c) for r in results for c in sweep), key=lambda rc: rc[0][f"k{k_topics}_c{rc[1]}"]["nmi"]
     )
@@ -438,6 +472,11 @@ def score_grid(args, posts: pd.DataFrame, texts: list[str], vectors: dict, info:
         "embedding": info,
         "baseline": baseline,
         "results": results,
+        "tfidf_weights": weights,
+        "hybrid_results": hybrid,
+        "best_hybrid": None if best_hybrid is None else {
+            k: best_hybrid[k] for k in ("pooling", "long_text", "max_length", "normalize", "tfidf_weight")
+        },
         "best_at_default_components": {k: best[k] for k in ("pooling", "long_text", "max_length", "normalize")},
         "best_overall": {
             **{k: best_any[0][k] for k in ("pooling", "long_text", "max_length", "normalize")},
@@ -497,6 +536,25 @@ def render_tables(summary: dict) -> str:
             f"| {r['pooling']} | {r['long_text']} | {r['max_length']} | {str(r['normalize']).lower()} |"
             + "".join(f" {_cell(r[f'k{kt}_c{n}'])} |" for n in sweep)
         )
+    hybrid = summary.get("hybrid_results") or []
+    if hybrid:
+        lines += [
+            "",
+            f"Hybrid features: the same vectors with TF-IDF mixed in (tfidf_weight w; squared distance = "
+            f"(1 - w) x embedding part + w x TF-IDF part, each block SVD-reduced to n_components {c} "
+            "with unit rows):",
+            "",
+            f"| pooling | long_text | max_length | normalize | tfidf_weight | NMI k={kt} | ARI k={kt} | "
+            f"purity k={kt} |" + "".join(f" NMI k={k} |" for k in other),
+            "|---|---|---|---|---|---|---|---|" + "---|" * len(other),
+        ]
+        for r in hybrid:
+            s = r[f"k{kt}_c{c}"]
+            lines.append(
+                f"| {r['pooling']} | {r['long_text']} | {r['max_length']} | {str(r['normalize']).lower()} | "
+                f"{r['tfidf_weight']:g} | {_cell(s)} | {_cell(s, 'ari')} | {_cell(s, 'purity')} |"
+                + "".join(f" {_cell(r[f'k{k}_c{c}'])} |" for k in other)
+            )
     best, best_any = summary["best_at_default_components"], summary["best_overall"]
     lines += [
         "",
@@ -505,8 +563,15 @@ def render_tables(summary: dict) -> str:
         f"Best overall: pooling={best_any['pooling']}, long_text={best_any['long_text']}, "
         f"max_length={best_any['max_length']}, normalize={str(best_any['normalize']).lower()}, "
         f"n_components={best_any['n_components']}.",
-        "",
     ]
+    best_hybrid = summary.get("best_hybrid")
+    if best_hybrid:
+        lines.append(
+            f"Best hybrid at n_components={c}: pooling={best_hybrid['pooling']}, "
+            f"long_text={best_hybrid['long_text']}, max_length={best_hybrid['max_length']}, "
+            f"normalize={str(best_hybrid['normalize']).lower()}, tfidf_weight={best_hybrid['tfidf_weight']:g}."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 

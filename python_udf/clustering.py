@@ -21,11 +21,13 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.decomposition import TruncatedSVD
 
+from .lexical import LexicalError, LexicalSpace, fit_lexical, unit_rows
 from .logs import get_logger
 from .settings import FeatureSettings
 
@@ -51,7 +53,11 @@ class ClusterFit:
 
     ``mean`` is the per-column mean that was subtracted, ``components`` the
     SVD basis (n_components x width) and ``centroids`` the KMeans centres in
-    the reduced space (n_clusters x n_components).
+    the space the posts were clustered in (n_clusters x features). Without a
+    lexical block that space is the reduced one (n_components); with one
+    (``tfidf_weight`` > 0, see :mod:`python_udf.lexical`) it is the weighted
+    embedding and lexical blocks side by side, and placing posts needs their
+    texts.
     """
 
     fit_id: str
@@ -65,6 +71,8 @@ class ClusterFit:
     n_posts: int
     algorithm: str
     seconds: dict = field(default_factory=dict)
+    tfidf_weight: float = 0.0
+    lexical: LexicalSpace | None = None
 
     @property
     def n_clusters(self) -> int:
@@ -88,10 +96,32 @@ class ClusterFit:
             )
         return reduce_rows(vectors, self.mean, self.components, self.normalize)
 
-    def place(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(cluster per row, Euclidean distance of each row to every centroid)."""
+    def features(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
+        """What KMeans saw for these posts: the reduced vectors, or the hybrid blocks.
+
+        ``texts`` (one per row of ``vectors``) is needed only by a fit with a
+        lexical block, and is an error to leave out there.
+        """
         reduced = self.reduce(vectors)
-        distances = euclidean_distances(reduced, self.centroids)
+        if self.lexical is None:
+            return reduced
+        if texts is None:
+            raise DataCheckError(
+                f"fit {self.fit_id} mixes in TF-IDF (tfidf_weight={self.tfidf_weight:g}); "
+                "placing posts needs their texts"
+            )
+        texts = list(texts)
+        if len(texts) != reduced.shape[0]:
+            raise DataCheckError(f"{len(texts)} texts for {reduced.shape[0]} vectors; they must pair up")
+        embedding = unit_rows(reduced)
+        embedding *= np.sqrt(1.0 - self.tfidf_weight)
+        lexical = self.lexical.transform(texts)
+        lexical *= np.sqrt(self.tfidf_weight)
+        return np.hstack([embedding, lexical])
+
+    def place(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(cluster per row, Euclidean distance of each row to every centroid)."""
+        distances = euclidean_distances(self.features(vectors, texts), self.centroids)
         return distances.argmin(axis=1).astype(np.int32), distances
 
     def to_bytes(self) -> bytes:
@@ -105,6 +135,7 @@ class ClusterFit:
             "n_posts": self.n_posts,
             "algorithm": self.algorithm,
             "seconds": {k: float(v) for k, v in self.seconds.items()},
+            "tfidf_weight": self.tfidf_weight,
         }
         np.savez(
             buffer,
@@ -112,6 +143,7 @@ class ClusterFit:
             components=self.components,
             centroids=self.centroids,
             meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+            **(self.lexical.to_arrays() if self.lexical is not None else {}),
         )
         return buffer.getvalue()
 
@@ -119,10 +151,12 @@ class ClusterFit:
     def from_bytes(cls, payload: bytes) -> "ClusterFit":
         with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
             meta = json.loads(arrays["meta"].tobytes().decode())
+            lexical = LexicalSpace.from_arrays(arrays) if "lexical_terms" in arrays.files else None
             return cls(
                 mean=arrays["mean"],
                 components=arrays["components"],
                 centroids=arrays["centroids"],
+                lexical=lexical,
                 **meta,
             )
 
@@ -191,6 +225,8 @@ def fit_key(embedding_key: str, settings: FeatureSettings) -> str:
         "random_state": settings.random_state,
         "kmeans_n_init": settings.kmeans_n_init,
     }
+    if settings.tfidf_weight > 0:  # absent otherwise, so fits made before the setting keep their key
+        parts["tfidf_weight"] = settings.tfidf_weight
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -226,13 +262,29 @@ def check_settings_against_data(vectors: np.ndarray, settings: FeatureSettings) 
         check_sizes(n_rows, width, settings, distinct=_count_distinct_rows(vectors))
 
 
-def fit_clusters(vectors: np.ndarray, settings: FeatureSettings, *, embedding_key: str) -> ClusterFit:
+def fit_clusters(
+    vectors: np.ndarray,
+    settings: FeatureSettings,
+    *,
+    embedding_key: str,
+    texts: Sequence[str] | None = None,
+) -> ClusterFit:
     """Fit centring, SVD and KMeans on ``vectors`` (n x width).
 
     Above ``settings.minibatch_threshold`` rows, the SVD is fitted on a seeded
     sample of ``svd_sample_size`` rows and clustering uses MiniBatchKMeans, so a
-    million posts fit in memory and in minutes.
+    million posts fit in memory and in minutes. With ``settings.tfidf_weight``
+    above 0, ``texts`` (one per row) are required and a lexical block is
+    fitted on them (on the same sample when large) and clustered with the
+    embeddings (:mod:`python_udf.lexical`).
     """
+    hybrid = settings.tfidf_weight > 0
+    if hybrid:
+        if texts is None:
+            raise DataCheckError(f"tfidf_weight={settings.tfidf_weight:g} needs the posts' texts to fit on")
+        texts = list(texts)
+        if len(texts) != vectors.shape[0]:
+            raise DataCheckError(f"{len(texts)} texts for {vectors.shape[0]} vectors; they must pair up")
     check_settings_against_data(vectors, settings)
     seconds: dict[str, float] = {}
     large = vectors.shape[0] > settings.minibatch_threshold
@@ -243,6 +295,7 @@ def fit_clusters(vectors: np.ndarray, settings: FeatureSettings, *, embedding_ke
     seconds["centre"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    rows = None
     if large and vectors.shape[0] > settings.svd_sample_size:
         rows = np.sort(rng.choice(vectors.shape[0], settings.svd_sample_size, replace=False))
         sample = _prepare_block(vectors[rows], settings.normalize)
@@ -270,9 +323,25 @@ def fit_clusters(vectors: np.ndarray, settings: FeatureSettings, *, embedding_ke
         algorithm="",
         seconds=seconds,
     )
-    # the features KMeans sees come from the method that places posts later
-    reduced = fit.reduce(vectors)
     seconds["svd"] = time.perf_counter() - started
+    if hybrid:
+        started = time.perf_counter()
+        try:
+            fit.lexical = fit_lexical(
+                texts if rows is None else [texts[i] for i in rows], settings.n_components, settings.random_state
+            )
+        except LexicalError as exc:
+            raise DataCheckError(str(exc)) from None
+        fit.tfidf_weight = settings.tfidf_weight
+        seconds["tfidf"] = time.perf_counter() - started
+        log.info(
+            "lexical block: %d TF-IDF terms -> %d components, weight %g",
+            len(fit.lexical.terms), fit.lexical.n_components, settings.tfidf_weight,
+        )
+    # the features KMeans sees come from the method that places posts later
+    started = time.perf_counter()
+    reduced = fit.features(vectors, texts)
+    seconds["features"] = time.perf_counter() - started
 
     started = time.perf_counter()
     if large:

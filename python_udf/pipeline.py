@@ -148,7 +148,8 @@ def build_text_features(
         "%d posts read: %d embedded now, %d reused from the cache (key %s)",
         len(posts), posts_embedded, len(posts) - posts_embedded, key,
     )
-    # posts with distinct texts (the usual case) use the matrix as it is
+    # posts with distinct texts (the usual case) use the matrix as it is; either
+    # way its rows are the posts in input order, paired with ``texts``
     matrix = unique_matrix if len(unique_hashes) == len(posts) else unique_matrix[codes]
     del unique_matrix
 
@@ -156,7 +157,7 @@ def build_text_features(
     started = time.perf_counter()
     fit_action = "reused"
     if fit is None:
-        fit = fit_clusters(matrix, settings, embedding_key=key)
+        fit = fit_clusters(matrix, settings, embedding_key=key, texts=texts)
         store.store_fit(fit, key, json.dumps(settings.as_dict(), sort_keys=True))
         fit_action = "fitted"
     else:
@@ -172,7 +173,7 @@ def build_text_features(
     seconds["fit"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    labels, distances = fit.place(matrix)
+    labels, distances = fit.place(matrix, texts)
     seconds["place"] = time.perf_counter() - started
     inertia = float((distances.min(axis=1) ** 2).sum())
 

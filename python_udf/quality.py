@@ -118,6 +118,8 @@ class BaselineSettings:
     sublinear_tf: bool = True
     min_df: int = 2
     max_df: float = 0.5
+    # the most frequent terms kept (None: all); the hybrid features cap it
+    max_features: int | None = None
 
 
 def baseline_clusters(
@@ -152,18 +154,28 @@ def baseline_tfidf(texts: Sequence[str], settings: BaselineSettings = BaselineSe
     With too few posts for any term to reach ``min_df`` posts, every term is
     kept (``min_df`` 1, no ``max_df``).
     """
+    try:
+        _, tfidf, min_df = fit_tfidf_vectorizer(texts, settings)
+    except ValueError as exc:
+        raise ValueError(f"baseline: {exc}") from None
+    return tfidf, min_df
+
+
+def fit_tfidf_vectorizer(
+    texts: Sequence[str], settings: BaselineSettings = BaselineSettings()
+) -> tuple[TfidfVectorizer, sparse.csr_matrix, int]:
+    """:func:`baseline_tfidf`, also returning the fitted vectoriser."""
     texts = list(texts)
-    try:
-        return _tfidf(settings, settings.min_df).fit_transform(texts), settings.min_df
-    except ValueError:
-        pass
-    try:
-        return _tfidf(settings, 1).fit_transform(texts), 1
-    except ValueError:
-        raise ValueError(
-            f"baseline: none of the {len(texts)} posts has a word TF-IDF can use "
-            "(all empty, or only English stop words)"
-        ) from None
+    for min_df in (settings.min_df, 1) if settings.min_df > 1 else (1,):
+        vectorizer = _tfidf(settings, min_df)
+        try:
+            return vectorizer, vectorizer.fit_transform(texts), min_df
+        except ValueError:
+            continue
+    raise ValueError(
+        f"none of the {len(texts)} posts has a word TF-IDF can use "
+        "(all empty, or only English stop words)"
+    )
 
 
 def cluster_tfidf(
@@ -196,6 +208,7 @@ def _tfidf(settings: BaselineSettings, min_df: int) -> TfidfVectorizer:
         sublinear_tf=settings.sublinear_tf,
         min_df=min_df,
         max_df=settings.max_df if min_df > 1 else 1.0,
+        max_features=settings.max_features,
     )
 
 

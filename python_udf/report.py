@@ -323,7 +323,8 @@ def compute_report(inputs: ReportInputs, *, top_terms: int = 10) -> dict:
     topic_names = sorted({str(t).strip() for t, has in zip(topics, labelled) if has})
     n_clusters = inputs.fit.n_clusters
     mart_labels = posts["text_cluster"].to_numpy()
-    placed_again, _ = inputs.fit.place(inputs.vectors)
+    texts = posts["text"].tolist()
+    placed_again, _ = inputs.fit.place(inputs.vectors, texts)
 
     scores = []
     if topic_names:
@@ -332,9 +333,10 @@ def compute_report(inputs: ReportInputs, *, top_terms: int = 10) -> dict:
         k = len(topic_names)
         if k != n_clusters and 2 <= k <= len(posts):
             refit = fit_clusters(
-                inputs.vectors, replace(settings, n_clusters=k), embedding_key=inputs.run["embedding_key"]
+                inputs.vectors, replace(settings, n_clusters=k), embedding_key=inputs.run["embedding_key"],
+                texts=texts,
             )
-            labels, _ = refit.place(inputs.vectors)
+            labels, _ = refit.place(inputs.vectors, texts)
             scores.append(
                 score_at(inputs, tfidf, k, labels, f"fit_clusters on the cached vectors with n_clusters={k}")
             )
@@ -457,7 +459,7 @@ def draw_pictures(inputs: ReportInputs, report: dict, out: Path) -> list[str]:
         written.append(_save(fig, out / PICTURES["topic_cluster_heatmap"]))
 
     # ---------- map
-    reduced = inputs.fit.reduce(inputs.vectors)
+    reduced = inputs.fit.features(inputs.vectors, inputs.posts["text"].tolist())
     xy = project_2d(reduced, random_state=inputs.settings.random_state)
     labels = inputs.posts["text_cluster"].to_numpy()
     topics = np.array([str(t).strip() if has else "" for t, has in
@@ -524,7 +526,8 @@ def render_markdown(report: dict) -> str:
         "",
         f"Model `{source['text_model']}`, pooling `{settings['pooling']}`, max_length "
         f"{settings['max_length']}, long_text `{settings['long_text']}`, normalize "
-        f"{str(settings['normalize']).lower()}, n_components {settings['n_components']}, "
+        f"{str(settings['normalize']).lower()}, tfidf_weight {settings.get('tfidf_weight', 0.0):g}, "
+        f"n_components {settings['n_components']}, "
         f"n_clusters {settings['n_clusters']}, random_state {settings['random_state']}.",
         "",
         f"{report['posts']} posts; {report['posts_with_topic']} have a topic "

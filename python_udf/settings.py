@@ -43,6 +43,7 @@ class FeatureSettings:
     long_text: str = "truncate"
     chunk_overlap: int = 64
     normalize: bool = False
+    tfidf_weight: float = 0.0
     n_components: int = 100
     n_clusters: int = 15
     random_state: int = 42
@@ -100,6 +101,11 @@ class FeatureSettings:
                 f"chunk_overlap={self.chunk_overlap} must be below half of "
                 f"max_length={self.max_length} so that windows advance"
             )
+        if not 0.0 <= self.tfidf_weight <= 1.0:
+            raise SettingsError(
+                f"setting tfidf_weight={self.tfidf_weight} must be between 0 (embeddings only) "
+                "and 1 (TF-IDF only)"
+            )
         if self.random_state < 0:
             raise SettingsError(f"random_state must be >= 0, got {self.random_state}")
 
@@ -125,6 +131,13 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
             if number != int(number):
                 raise ValueError(value)
             return int(number)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = float(value)
+            if number != number or number in (float("inf"), float("-inf")):
+                raise ValueError(value)
+            return number
         return str(value).strip()
     except (TypeError, ValueError):
         raise SettingsError(

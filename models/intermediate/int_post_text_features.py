@@ -21,6 +21,7 @@ def model(dbt, session):
             "long_text": dbt.config.get("long_text"),
             "chunk_overlap": dbt.config.get("chunk_overlap"),
             "normalize": dbt.config.get("normalize"),
+            "tfidf_weight": dbt.config.get("tfidf_weight"),
             "n_components": dbt.config.get("n_components"),
             "n_clusters": dbt.config.get("n_clusters"),
             "random_state": dbt.config.get("random_state"),

@@ -22,7 +22,6 @@ checkout and runs of other people in the same checkout are not disturbed.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -37,6 +36,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from posts_files import REMOVED_CONTROL, untouched_by_text_rule, write_posts_csv
 
 pytestmark = pytest.mark.dbt
 
@@ -78,10 +78,6 @@ COMPAT_COLUMNS = (
 )
 MART_COLUMNS = ["post_id", "text", "topic", "text_cluster", *DISTANCE_COLUMNS, "fit_id"]
 
-# Control characters the text rule removes (everything below 0x20 except \t
-# and \n, plus DEL); written out independently of the project's regexes.
-REMOVED_CONTROL = {chr(c) for c in range(0x20) if chr(c) not in "\t\n"} | {"\x7f"}
-
 NODE = {
     "source": f"source.{PROJECT}.posts.post_text_df",
     "stg": f"model.{PROJECT}.stg_posts",
@@ -99,18 +95,9 @@ def dbt_executable() -> list[str]:
     return [sys.executable, "-m", "dbt.cli.main"]
 
 
-def write_posts_csv(path: Path, rows: list[tuple]) -> None:
-    """post_id,text,topic; None is written as an empty unquoted field (NULL)."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["post_id", "text", "topic"])
-        for post_id, text, topic in rows:
-            writer.writerow([str(post_id), text, topic])
-
-
 def is_clean(text: str) -> bool:
     """Text the storage rule leaves as it is: no control characters, no outer blanks."""
-    return text == text.strip() and not (set(text) & REMOVED_CONTROL) and text != ""
+    return untouched_by_text_rule(text) and text != ""
 
 
 @dataclass

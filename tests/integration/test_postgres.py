@@ -29,7 +29,6 @@ skipped with a reason that says how to point them at one.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import secrets
@@ -50,6 +49,7 @@ psycopg = pytest.importorskip("psycopg")
 from psycopg import sql  # noqa: E402
 
 from python_udf.pg_connection import PostgresSettings, load_dotenv_file  # noqa: E402
+from posts_files import untouched_by_text_rule, write_posts_csv  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -105,20 +105,6 @@ def admin_settings() -> PostgresSettings:
 
 def connect(settings: PostgresSettings, **kwargs) -> "psycopg.Connection":
     return psycopg.connect(**settings.psycopg_kwargs(), connect_timeout=5, **kwargs)
-
-
-def write_posts_csv(path: Path, rows: list[tuple]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["post_id", "text", "topic"])
-        for post_id, text, topic in rows:
-            writer.writerow([str(post_id), text, topic])
-
-
-def untouched_by_text_rule(text: str) -> bool:
-    """No control character but newline and tab, no outer whitespace (see stg_posts)."""
-    control = {chr(c) for c in range(0x20) if chr(c) not in "\t\n"} | {"\x7f"}
-    return text == text.strip() and not set(text) & control
 
 
 def text_features_command() -> list[str]:

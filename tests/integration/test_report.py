@@ -1,7 +1,7 @@
 """``text-features report`` and the ``posts_clusters`` model, end to end, offline.
 
 One ``dbt build`` of a slice of the bundled corpus with the tiny random model
-(about half a minute), then the report command on the DuckDB file it wrote.
+and ``tfidf_weight`` 0.5 (about half a minute), then the report command on the DuckDB file it wrote.
 Checked: every file is written and the PNGs are real images; the scores of
 the mart's own clusters equal scores computed here straight from the mart
 with scikit-learn; posts without a topic are left out and counted; the
@@ -30,6 +30,9 @@ pytestmark = pytest.mark.dbt
 REPO_ROOT = Path(__file__).resolve().parents[2]
 N_CLUSTERS = 15  # what models/marts/_marts.yml declares
 N_COMPONENTS = 16
+# the build mixes in TF-IDF, so the report's placing, refitting and map go
+# through the hybrid path (the plain path is what test_dbt_build.py builds)
+TFIDF_WEIGHT = 0.5
 PER_TOPIC = 12
 N_UNLABELLED = 3
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -52,7 +55,9 @@ def built(tmp_path_factory, bundled_posts, tiny_model_dir) -> Path:
         "DBT_USE_COLORS": "false",
         "HF_HUB_OFFLINE": "1",
     }
-    variables = json.dumps({"posts_file": str(root / "posts.csv"), "n_components": N_COMPONENTS})
+    variables = json.dumps(
+        {"posts_file": str(root / "posts.csv"), "n_components": N_COMPONENTS, "tfidf_weight": TFIDF_WEIGHT}
+    )
     command = [
         str(Path(sys.executable).with_name("dbt")), "build", "--profiles-dir", "profiles",
         "--target-path", str(root / "target"), "--log-path", str(root / "logs"), "--vars", variables,
@@ -127,6 +132,8 @@ def test_headline_keys_are_the_scores_at_k_equal_to_topics(report):
         assert content[f"baseline_{key}"] == at_topics["baseline"][key]
     assert at_topics["baseline_settings"]["n_components"] == N_COMPONENTS
     assert at_topics["baseline_settings"]["random_state"] == content["source"]["settings"]["random_state"]
+    # the dbt var reached the Python model and the stored fit
+    assert content["source"]["settings"]["tfidf_weight"] == TFIDF_WEIGHT
 
 
 def test_cluster_rows_agree_with_the_mart_and_posts_clusters(report, mart, built):

@@ -1,0 +1,199 @@
+"""Hybrid features (tfidf_weight): the lexical block against scikit-learn fitted independently.
+
+Expected values come from TfidfVectorizer + TruncatedSVD (the baseline's
+recipe) and from the centred-SVD embedding fit, both computed here with the
+same seeds, combined by the formula in python_udf.lexical:
+squared distance = (1 - w) * embedding part + w * lexical part.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import adjusted_rand_score
+from sklearn.preprocessing import normalize
+
+from python_udf.clustering import ClusterFit, DataCheckError, fit_clusters, fit_key
+from python_udf.embedding import embed_texts
+from python_udf.lexical import MAX_TERMS, fit_lexical
+from python_udf.pipeline import build_text_features
+from python_udf.quality import baseline_clusters
+from python_udf.settings import FeatureSettings, SettingsError
+from python_udf.state import StateStore
+
+
+def settings_with(**overrides) -> FeatureSettings:
+    values = dict(text_model="unused", n_components=5, n_clusters=4, random_state=7, kmeans_n_init=3)
+    values.update(overrides)
+    return FeatureSettings(**values)
+
+
+@pytest.fixture(scope="module")
+def texts(bundled_posts) -> list[str]:
+    return bundled_posts["text"].head(60).tolist()
+
+
+@pytest.fixture(scope="module")
+def vectors(tiny_encoder, texts) -> np.ndarray:
+    settings = FeatureSettings(text_model="unused", max_length=48, batch_size=32, pooling="mean")
+    out, _ = embed_texts(texts, tiny_encoder, settings, progress=False)
+    return out
+
+
+def independent_blocks(vectors: np.ndarray, texts: list[str], settings: FeatureSettings):
+    """(embedding block, lexical block), unit rows, unweighted, computed without the package."""
+    x = np.asarray(vectors, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    embedding = TruncatedSVD(settings.n_components, random_state=settings.random_state).fit_transform(centred)
+    tfidf = TfidfVectorizer(stop_words="english", sublinear_tf=True, min_df=2, max_df=0.5).fit_transform(texts)
+    lexical = TruncatedSVD(settings.n_components, random_state=settings.random_state).fit_transform(tfidf)
+    return normalize(embedding), normalize(lexical)
+
+
+def squared_pairwise(matrix: np.ndarray) -> np.ndarray:
+    return ((matrix[:, None, :] - matrix[None, :, :]) ** 2).sum(axis=2)
+
+
+@pytest.mark.parametrize("weight", [0.25, 0.5, 0.8])
+def test_squared_distances_mix_the_two_blocks_by_weight(vectors, texts, weight):
+    settings = settings_with(tfidf_weight=weight)
+    fit = fit_clusters(vectors, settings, embedding_key="k", texts=texts)
+    features = fit.features(vectors, texts)
+    embedding, lexical = independent_blocks(vectors, texts, settings)
+    expected = (1 - weight) * squared_pairwise(embedding) + weight * squared_pairwise(lexical)
+    np.testing.assert_allclose(squared_pairwise(features), expected, atol=1e-8, rtol=0)
+    # and the blocks carry the weight in their norms
+    assert features.shape == (len(texts), 2 * settings.n_components)
+    np.testing.assert_allclose(np.linalg.norm(features[:, :5], axis=1), np.sqrt(1 - weight), rtol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(features[:, 5:], axis=1), np.sqrt(weight), rtol=1e-12)
+
+
+def test_label_is_the_nearest_centroid_in_the_mixed_space(vectors, texts):
+    fit = fit_clusters(vectors, settings_with(tfidf_weight=0.5), embedding_key="k", texts=texts)
+    labels, distances = fit.place(vectors, texts)
+    features = fit.features(vectors, texts)
+    by_hand = np.linalg.norm(features[:, None, :] - fit.centroids[None, :, :], axis=2)
+    np.testing.assert_allclose(distances, by_hand, atol=1e-12, rtol=0)
+    np.testing.assert_array_equal(labels, by_hand.argmin(axis=1))
+    assert fit.centroids.shape == (4, 10) and len(set(labels.tolist())) > 1
+    assert fit.inertia == pytest.approx(float((by_hand.min(axis=1) ** 2).sum()), rel=1e-9)
+
+
+def test_weight_one_clusters_exactly_like_the_tfidf_baseline(vectors, texts):
+    settings = settings_with(tfidf_weight=1.0, n_clusters=3, kmeans_n_init=10)
+    fit = fit_clusters(vectors, settings, embedding_key="k", texts=texts)
+    labels, _ = fit.place(vectors, texts)
+    expected, _ = baseline_clusters(texts, n_components=5, n_clusters=3, random_state=7, n_init=10)
+    assert adjusted_rand_score(expected, labels) == pytest.approx(1.0)
+    assert len(set(labels.tolist())) == 3
+
+
+def test_weight_zero_is_the_embedding_fit_with_the_same_key(vectors, texts):
+    plain = fit_clusters(vectors, settings_with(), embedding_key="k")
+    zero = fit_clusters(vectors, settings_with(tfidf_weight=0.0), embedding_key="k", texts=texts)
+    assert zero.lexical is None and zero.fit_key == plain.fit_key
+    np.testing.assert_array_equal(zero.place(vectors)[1], plain.place(vectors)[1])
+    assert fit_key("k", settings_with(tfidf_weight=0.5)) not in {
+        plain.fit_key, fit_key("k", settings_with(tfidf_weight=0.6))
+    }
+
+
+def test_hybrid_fit_round_trips_through_bytes(vectors, texts):
+    fit = fit_clusters(vectors, settings_with(tfidf_weight=0.4), embedding_key="k", texts=texts)
+    restored = ClusterFit.from_bytes(fit.to_bytes())
+    assert restored.tfidf_weight == 0.4 and restored.lexical.terms == fit.lexical.terms
+    np.testing.assert_array_equal(restored.lexical.idf, fit.lexical.idf)
+    np.testing.assert_array_equal(restored.lexical.components, fit.lexical.components)
+    # placing new posts (texts the fit never saw) gives the same answer either way
+    new_vectors, new_texts = vectors[::-1][:7], [t.upper() + " extra words" for t in texts[:7]]
+    for got, want in zip(restored.place(new_vectors, new_texts), fit.place(new_vectors, new_texts)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_post_with_no_known_word_sits_at_the_centre_of_the_lexical_block(vectors, texts):
+    fit = fit_clusters(vectors, settings_with(tfidf_weight=0.5), embedding_key="k", texts=texts)
+    features = fit.features(vectors[:2], ["zzqx qqzv", ""])
+    np.testing.assert_array_equal(features[:, 5:], 0.0)
+    labels, distances = fit.place(vectors[:2], ["zzqx qqzv", ""])
+    assert np.isfinite(distances).all()
+
+
+def test_texts_are_required_and_must_pair_up(vectors, texts):
+    with pytest.raises(DataCheckError, match="tfidf_weight=0.5 needs the posts' texts"):
+        fit_clusters(vectors, settings_with(tfidf_weight=0.5), embedding_key="k")
+    with pytest.raises(DataCheckError, match="59 texts for 60 vectors"):
+        fit_clusters(vectors, settings_with(tfidf_weight=0.5), embedding_key="k", texts=texts[:-1])
+    fit = fit_clusters(vectors, settings_with(tfidf_weight=0.5), embedding_key="k", texts=texts)
+    with pytest.raises(DataCheckError, match=r"tfidf_weight=0.5\); placing posts needs their texts"):
+        fit.place(vectors)
+
+
+def test_posts_without_usable_words_fail_naming_the_setting(vectors):
+    stop_words_only = ["the and of", "it is the", "and the of it"] * 20
+    with pytest.raises(DataCheckError, match="tfidf_weight > 0"):
+        fit_clusters(vectors, settings_with(tfidf_weight=0.5), embedding_key="k", texts=stop_words_only)
+
+
+def test_large_inputs_fit_the_lexical_block_on_the_svd_sample(vectors, texts):
+    settings = settings_with(tfidf_weight=0.5, minibatch_threshold=40, svd_sample_size=30)
+    fit = fit_clusters(vectors, settings, embedding_key="k", texts=texts)
+    assert fit.algorithm == "minibatch_kmeans"
+    rows = np.sort(np.random.default_rng(7).choice(60, 30, replace=False))
+    expected = fit_lexical([texts[i] for i in rows], 5, 7)
+    assert fit.lexical.terms == expected.terms
+    np.testing.assert_allclose(fit.lexical.components, expected.components, atol=1e-12, rtol=0)
+    labels, distances = fit.place(vectors, texts)
+    np.testing.assert_array_equal(labels, distances.argmin(axis=1))
+
+
+def test_vocabulary_is_capped():
+    words = [f"w{a}{b}" for a in "abcdefghij" for b in "abcdefghij"]  # 100 distinct terms
+    texts = [" ".join(words[i : i + 20]) for i in range(0, 80, 2)]
+    assert len(fit_lexical(texts, 3, 0).terms) <= MAX_TERMS  # the constant is a real bound
+    import python_udf.lexical as lexical
+
+    original = lexical.MAX_TERMS
+    try:
+        lexical.MAX_TERMS = 10
+        assert len(fit_lexical(texts, 3, 0).terms) == 10
+    finally:
+        lexical.MAX_TERMS = original
+
+
+@pytest.mark.parametrize("value, expected", [("0.5", 0.5), (1, 1.0), ("0", 0.0), (0.25, 0.25)])
+def test_weight_setting_is_read_as_a_number(value, expected):
+    assert FeatureSettings.from_mapping({"text_model": "m", "tfidf_weight": value}).tfidf_weight == expected
+
+
+@pytest.mark.parametrize("value", ["1.5", -0.1, "half", "nan", True])
+def test_bad_weight_fails_naming_the_setting(value):
+    with pytest.raises(SettingsError, match="tfidf_weight"):
+        FeatureSettings.from_mapping({"text_model": "m", "tfidf_weight": value})
+
+
+def test_pipeline_reuses_a_stored_hybrid_fit_for_new_posts(tmp_path, bundled_posts, make_settings):
+    import duckdb
+
+    posts = bundled_posts.drop_duplicates("text").head(20)[["post_id", "text"]].reset_index(drop=True)
+    settings = make_settings(tfidf_weight=0.5)
+    con = duckdb.connect(str(tmp_path / "state.duckdb"))
+    first = build_text_features(con, posts.head(16), settings, progress=False)
+    second = build_text_features(con, posts, settings, progress=False)
+    assert first["fit_id"].iloc[0] == second["fit_id"].iloc[0]  # placed, not refitted
+    columns = [c for c in first.columns if c.startswith("distance_to_cluster_")]
+    # the first 16 posts keep their features exactly when 4 are added
+    np.testing.assert_array_equal(second[columns].head(16).to_numpy(), first[columns].to_numpy())
+    store = StateStore(con)
+    (payload,) = con.execute(
+        f"select payload from {store.schema}.cluster_fits where fit_id = ?", [first["fit_id"].iloc[0]]
+    ).fetchone()
+    store.close()
+    fit = ClusterFit.from_bytes(bytes(payload))
+    con.close()
+    assert fit.tfidf_weight == 0.5 and fit.lexical is not None
+    # the lexical block was fitted on the 16 first posts, with n_components=4
+    assert fit.lexical.n_components == 4 and fit.centroids.shape == (3, 4 + 4)
+    labels, distances = fit.place(np.zeros((0, fit.width), dtype=np.float32), [])
+    assert labels.shape == (0,) and distances.shape == (0, 3)
