@@ -102,26 +102,50 @@ class ClusterFit:
         ``texts`` (one per row of ``vectors``) is needed only by a fit with a
         lexical block, and is an error to leave out there.
         """
-        reduced = self.reduce(vectors)
         if self.lexical is None:
-            return reduced
+            return self.reduce(vectors)
         if texts is None:
             raise DataCheckError(
                 f"fit {self.fit_id} mixes in TF-IDF (tfidf_weight={self.tfidf_weight:g}); "
                 "placing posts needs their texts"
             )
         texts = list(texts)
-        if len(texts) != reduced.shape[0]:
-            raise DataCheckError(f"{len(texts)} texts for {reduced.shape[0]} vectors; they must pair up")
-        embedding = unit_rows(reduced)
-        embedding *= np.sqrt(1.0 - self.tfidf_weight)
-        lexical = self.lexical.transform(texts)
-        lexical *= np.sqrt(self.tfidf_weight)
-        return np.hstack([embedding, lexical])
+        vectors = np.asarray(vectors)
+        if len(texts) != vectors.shape[0]:
+            raise DataCheckError(f"{len(texts)} texts for {vectors.shape[0]} vectors; they must pair up")
+        if vectors.ndim != 2 or vectors.shape[1] != self.width:
+            self.reduce(vectors)  # raises, naming both widths
+        # one output array, filled block by block: no full-size temporaries
+        k = self.components.shape[0]
+        out = np.empty((len(texts), k + self.lexical.n_components), dtype=np.float64)
+        for start in range(0, len(texts), BLOCK_ROWS):
+            block = reduce_rows(vectors[start : start + BLOCK_ROWS], self.mean, self.components, self.normalize)
+            out[start : start + BLOCK_ROWS, :k] = unit_rows(block)
+        out[:, :k] *= np.sqrt(1.0 - self.tfidf_weight)
+        self.lexical.transform_into(texts, out[:, k:])
+        out[:, k:] *= np.sqrt(self.tfidf_weight)
+        return out
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Euclidean distance of each row of ``features`` to every centroid.
+
+        With a lexical block, a post with no known term (lexical row of zeros)
+        counts ``tfidf_weight`` as the lexical part of its squared distance to
+        every centroid, so its embedding alone places it
+        (:mod:`python_udf.lexical`).
+        """
+        distances = euclidean_distances(features, self.centroids)
+        if self.lexical is not None:
+            width = self.lexical.n_components
+            no_terms = ~features[:, -width:].any(axis=1)
+            if no_terms.any():
+                embedding_part = euclidean_distances(features[no_terms, :-width], self.centroids[:, :-width])
+                distances[no_terms] = np.sqrt(embedding_part**2 + self.tfidf_weight)
+        return distances
 
     def place(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(cluster per row, Euclidean distance of each row to every centroid)."""
-        distances = euclidean_distances(self.features(vectors, texts), self.centroids)
+        """(cluster per row, distance of each row to every centroid; see :meth:`distances`)."""
+        distances = self.distances(self.features(vectors, texts))
         return distances.argmin(axis=1).astype(np.int32), distances
 
     def to_bytes(self) -> bytes:
@@ -368,7 +392,7 @@ def fit_clusters(
     # inertia of the stored fit, measured with the code that places posts
     # (fit.place(vectors) is reduce + euclidean_distances; reduced is reused)
     started = time.perf_counter()
-    distances = euclidean_distances(reduced, fit.centroids)
+    distances = fit.distances(reduced)
     fit.inertia = float((distances.min(axis=1) ** 2).sum())
     del distances, reduced
     seconds["inertia"] = time.perf_counter() - started

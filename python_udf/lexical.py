@@ -1,18 +1,29 @@
 """The lexical half of hybrid features: TF-IDF reduced with TruncatedSVD.
 
-With ``tfidf_weight`` above 0, the space the posts are clustered in joins two
-blocks, each with L2-normalised rows:
+With ``tfidf_weight`` w above 0, posts are clustered in a space of two
+blocks, each with rows of Euclidean norm 1:
 
-* the embedding block, the post vectors centred and reduced by SVD, as
-  without the setting;
+* the embedding block: the post vectors centred and reduced by SVD, as with
+  w = 0, then scaled to unit rows (at w = 0 they are not scaled, so a tiny w
+  is not the same space as w = 0);
 * the lexical block, built here: the TF-IDF vector of the post's text (the
-  vectoriser of the quality report's baseline, :class:`~python_udf.quality.
-  BaselineSettings`), reduced by TruncatedSVD.
+  vectoriser of the quality report's baseline,
+  :class:`~python_udf.quality.BaselineSettings`, keeping at most
+  ``MAX_TERMS`` terms), reduced by TruncatedSVD.
 
-They are concatenated as ``[sqrt(1 - w) * embedding, sqrt(w) * lexical]``, so
-the squared Euclidean distance between two posts is ``(1 - w)`` times their
+The blocks sit side by side as ``[sqrt(1 - w) * embedding, sqrt(w) * lexical]``,
+so the squared Euclidean distance between two posts is ``(1 - w)`` times their
 squared distance in the embedding block plus ``w`` times that in the lexical
-block. ``w = 0`` is the embeddings alone; ``w = 1`` is the baseline's space.
+block. At w = 1 the space is the baseline's (the same TF-IDF, SVD and unit
+rows, as long as the corpus has at most ``MAX_TERMS`` terms and is small
+enough not to be sampled).
+
+A post none of whose words are in the vocabulary has a lexical row of zeros.
+Placed as it is, it would drift towards the centroids with the shortest
+lexical part; instead its lexical part of the squared distance counts as
+``w`` (what a unit row scaled by sqrt(w) has from a centroid at the origin)
+for every centroid, so it is placed by its embedding alone
+(:meth:`python_udf.clustering.ClusterFit.place`).
 
 A :class:`LexicalSpace` is fitted once (vocabulary, idf, SVD basis), stored
 with the cluster fit and applied to new texts later, like the embedding SVD.
@@ -33,7 +44,7 @@ from .quality import BaselineSettings, fit_tfidf_vectorizer
 # 100 x 50,000 is 40 MB. The bundled corpus has about 15,000 terms, so its
 # lexical block is exactly the baseline's.
 MAX_TERMS = 50_000
-# Texts turned into TF-IDF rows at a time when placing posts.
+# Texts turned into TF-IDF rows at a time.
 BLOCK_TEXTS = 16_384
 
 
@@ -49,7 +60,6 @@ class LexicalSpace:
     idf: np.ndarray
     components: np.ndarray
     min_df: int
-    settings: BaselineSettings
 
     @property
     def n_components(self) -> int:
@@ -57,28 +67,33 @@ class LexicalSpace:
 
     def vectorizer(self) -> TfidfVectorizer:
         """The fitted vectoriser, rebuilt from the stored vocabulary and idf."""
+        settings = BaselineSettings()
         vectorizer = TfidfVectorizer(
-            stop_words=self.settings.stop_words,
-            sublinear_tf=self.settings.sublinear_tf,
-            vocabulary=self.terms,
+            stop_words=settings.stop_words, sublinear_tf=settings.sublinear_tf, vocabulary=self.terms
         )
         vectorizer.idf_ = self.idf
         return vectorizer
 
-    def transform(self, texts: Sequence[str], *, block_texts: int = BLOCK_TEXTS) -> np.ndarray:
-        """Texts to the lexical block (n x n_components, float64, rows of norm 1 or 0).
+    def transform_into(self, texts: Sequence[str], out: np.ndarray, *, block_texts: int = BLOCK_TEXTS) -> None:
+        """Write the lexical block of ``texts`` into ``out`` (n x n_components), unit rows.
 
-        A text with none of the fitted terms gets a row of zeros: it sits at
-        the same distance from every centroid in this block.
+        ``out`` may be a column slice of a larger array; only a block of
+        TF-IDF rows is held at a time. Rows of texts with no known term stay 0.
         """
         texts = list(texts)
+        if out.shape != (len(texts), self.n_components):
+            raise ValueError(f"out has shape {out.shape}; expected {(len(texts), self.n_components)}")
         vectorizer = self.vectorizer()
         basis = np.ascontiguousarray(self.components.T)
-        out = np.empty((len(texts), self.n_components), dtype=np.float64)
         for start in range(0, len(texts), block_texts):
-            tfidf = vectorizer.transform(texts[start : start + block_texts])
-            out[start : start + block_texts] = tfidf @ basis
-        return unit_rows(out)
+            block = np.asarray(vectorizer.transform(texts[start : start + block_texts]) @ basis)
+            out[start : start + block_texts] = unit_rows(block)
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts to the lexical block (n x n_components, float64, rows of norm 1 or 0)."""
+        out = np.empty((len(texts), self.n_components), dtype=np.float64)
+        self.transform_into(texts, out)
+        return out
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -95,7 +110,32 @@ class LexicalSpace:
             idf=arrays["lexical_idf"],
             components=arrays["lexical_components"],
             min_df=int(arrays["lexical_min_df"]),
-            settings=BaselineSettings(),
+        )
+
+
+def _vectorize(texts: list[str]):
+    try:
+        return fit_tfidf_vectorizer(texts, max_features=MAX_TERMS)
+    except ValueError as exc:
+        raise LexicalError(f"tfidf_weight > 0: {exc}; set tfidf_weight: 0") from None
+
+
+def check_texts(texts: Sequence[str]) -> int:
+    """Fail now if ``texts`` cannot give a lexical block; return the number of terms.
+
+    The pipeline calls it before embedding, so that a corpus without usable
+    words costs seconds, not an embedding pass.
+    """
+    _, tfidf, _ = _vectorize(list(texts))
+    _check_shape(*tfidf.shape)
+    return int(tfidf.shape[1])
+
+
+def _check_shape(n_texts: int, n_terms: int) -> None:
+    if min(n_terms, n_texts) < 2:
+        raise LexicalError(
+            f"tfidf_weight > 0 needs at least 2 distinct terms and 2 posts; the posts have "
+            f"{n_terms} term(s) in {n_texts} post(s). Set tfidf_weight: 0"
         )
 
 
@@ -107,21 +147,12 @@ def fit_lexical(texts: Sequence[str], n_components: int, random_state: int) -> L
 
     :raises LexicalError: no text has a usable word, or only one term exists.
     """
-    texts = list(texts)
-    settings = BaselineSettings(max_features=MAX_TERMS)
-    try:
-        vectorizer, tfidf, min_df = fit_tfidf_vectorizer(texts, settings)
-    except ValueError as exc:
-        raise LexicalError(f"tfidf_weight > 0: {exc}") from None
+    vectorizer, tfidf, min_df = _vectorize(list(texts))
     n_texts, n_terms = tfidf.shape
+    _check_shape(n_texts, n_terms)
     used = min(n_components, n_terms - 1, n_texts - 1)
-    if used < 1:
-        raise LexicalError(
-            f"tfidf_weight > 0 needs at least 2 distinct terms and 2 posts; the posts have "
-            f"{n_terms} term(s) in {n_texts} post(s). Set tfidf_weight: 0"
-        )
     svd = TruncatedSVD(n_components=used, random_state=random_state).fit(tfidf)
-    terms = [None] * n_terms
+    terms = [""] * n_terms
     for term, index in vectorizer.vocabulary_.items():
         terms[index] = term
     if any("\n" in term for term in terms):  # the default token pattern never yields one
@@ -131,7 +162,6 @@ def fit_lexical(texts: Sequence[str], n_components: int, random_state: int) -> L
         idf=np.asarray(vectorizer.idf_, dtype=np.float64),
         components=svd.components_.astype(np.float64),
         min_df=min_df,
-        settings=BaselineSettings(),
     )
 
 

@@ -18,8 +18,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from .clustering import ClusterFit, check_sizes, fit_clusters, fit_key
+from .clustering import ClusterFit, DataCheckError, check_sizes, fit_clusters, fit_key
 from .embedding import describe_model, embed_texts, embedding_width, load_config, load_encoder
+from .lexical import LexicalError, check_texts
 from .logs import get_logger
 from .settings import FeatureSettings
 from .state import DEFAULT_STATE_SCHEMA, StateStore
@@ -119,6 +120,11 @@ def build_text_features(
         # a fit will be made: check the settings against the data before paying for embeddings
         width = embedding_width(load_config(settings.text_model))
         check_sizes(len(posts), width, settings, distinct=len(unique_hashes))
+        if settings.tfidf_weight > 0:
+            try:
+                check_texts([texts[i] for i in first_post])
+            except LexicalError as exc:
+                raise DataCheckError(str(exc)) from None
     unique_matrix, found = store.cached_matrix(key, list(unique_hashes))
     missing = np.flatnonzero(~found)
     device, tokens, batch_size = "none (all vectors cached)", 0, settings.batch_size

@@ -118,8 +118,6 @@ class BaselineSettings:
     sublinear_tf: bool = True
     min_df: int = 2
     max_df: float = 0.5
-    # the most frequent terms kept (None: all); the hybrid features cap it
-    max_features: int | None = None
 
 
 def baseline_clusters(
@@ -162,12 +160,15 @@ def baseline_tfidf(texts: Sequence[str], settings: BaselineSettings = BaselineSe
 
 
 def fit_tfidf_vectorizer(
-    texts: Sequence[str], settings: BaselineSettings = BaselineSettings()
+    texts: Sequence[str], settings: BaselineSettings = BaselineSettings(), *, max_features: int | None = None
 ) -> tuple[TfidfVectorizer, sparse.csr_matrix, int]:
-    """:func:`baseline_tfidf`, also returning the fitted vectoriser."""
+    """:func:`baseline_tfidf`, also returning the fitted vectoriser.
+
+    ``max_features`` keeps only the most frequent terms (None: all).
+    """
     texts = list(texts)
     for min_df in (settings.min_df, 1) if settings.min_df > 1 else (1,):
-        vectorizer = _tfidf(settings, min_df)
+        vectorizer = _tfidf(settings, min_df, max_features)
         try:
             return vectorizer, vectorizer.fit_transform(texts), min_df
         except ValueError:
@@ -202,13 +203,13 @@ def cluster_tfidf(
     return labels.astype(np.int32), info
 
 
-def _tfidf(settings: BaselineSettings, min_df: int) -> TfidfVectorizer:
+def _tfidf(settings: BaselineSettings, min_df: int, max_features: int | None = None) -> TfidfVectorizer:
     return TfidfVectorizer(
         stop_words=settings.stop_words,
         sublinear_tf=settings.sublinear_tf,
         min_df=min_df,
         max_df=settings.max_df if min_df > 1 else 1.0,
-        max_features=settings.max_features,
+        max_features=max_features,
     )
 
 

@@ -24,7 +24,9 @@ HEADER = (
 def distance_description(cluster: int) -> str:
     return (
         f"Euclidean distance from the post to the centre of cluster {cluster}, "
-        "measured in the reduced (SVD) space; never negative, and the smallest "
+        "measured in the space the posts were clustered in (the SVD-reduced "
+        "embeddings; with var tfidf_weight above 0, beside the reduced TF-IDF); "
+        "never negative, and the smallest "
         "of the row's distances is the one to its text_cluster."
     )
 

@@ -9,6 +9,7 @@ squared distance = (1 - w) * embedding part + w * lexical part.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -112,12 +113,50 @@ def test_hybrid_fit_round_trips_through_bytes(vectors, texts):
         np.testing.assert_array_equal(got, want)
 
 
-def test_a_post_with_no_known_word_sits_at_the_centre_of_the_lexical_block(vectors, texts):
-    fit = fit_clusters(vectors, settings_with(tfidf_weight=0.5), embedding_key="k", texts=texts)
-    features = fit.features(vectors[:2], ["zzqx qqzv", ""])
+def test_a_post_with_no_known_word_is_placed_by_its_embedding_alone(vectors, texts):
+    weight = 0.5
+    fit = fit_clusters(vectors, settings_with(tfidf_weight=weight), embedding_key="k", texts=texts)
+    new_texts = ["zzqx qqzv", "", "the and of"]  # unseen words, empty, stop words only
+    rows = vectors[[3, 20, 41]]
+    features = fit.features(rows, new_texts)
     np.testing.assert_array_equal(features[:, 5:], 0.0)
-    labels, distances = fit.place(vectors[:2], ["zzqx qqzv", ""])
-    assert np.isfinite(distances).all()
+    labels, distances = fit.place(rows, new_texts)
+    # independent: the embedding part of the squared distance, plus w for every centroid
+    embedding_part = ((features[:, None, :5] - fit.centroids[None, :, :5]) ** 2).sum(axis=2)
+    np.testing.assert_allclose(distances, np.sqrt(embedding_part + weight), atol=1e-12, rtol=0)
+    np.testing.assert_array_equal(labels, embedding_part.argmin(axis=1))
+    # the centroids' lexical parts differ, so leaving the zero rows as they are would not be the same
+    lexical_norms = np.linalg.norm(fit.centroids[:, 5:], axis=1)
+    assert lexical_norms.max() - lexical_norms.min() > 1e-3
+
+
+def test_features_are_the_same_whatever_the_block_size(vectors, texts, monkeypatch):
+    import python_udf.clustering as clustering
+    import python_udf.lexical as lexical
+
+    fit = fit_clusters(vectors, settings_with(tfidf_weight=0.3), embedding_key="k", texts=texts)
+    whole = fit.features(vectors, texts)
+    monkeypatch.setattr(clustering, "BLOCK_ROWS", 7)
+    monkeypatch.setattr(lexical, "BLOCK_TEXTS", 5)
+    np.testing.assert_allclose(fit.features(vectors, texts), whole, atol=1e-12, rtol=0)
+
+
+def test_a_fit_stored_before_the_setting_existed_still_loads(vectors):
+    import io
+    import json
+
+    fit = fit_clusters(vectors, settings_with(), embedding_key="k")
+    # the payload layout of earlier versions: no tfidf_weight in meta, no lexical arrays
+    meta = {key: getattr(fit, key) for key in
+            ("fit_id", "fit_key", "normalize", "explained_variance_ratio", "inertia", "n_posts", "algorithm")}
+    meta["seconds"] = {}
+    buffer = io.BytesIO()
+    np.savez(buffer, mean=fit.mean, components=fit.components, centroids=fit.centroids,
+             meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    old = ClusterFit.from_bytes(buffer.getvalue())
+    assert old.tfidf_weight == 0.0 and old.lexical is None
+    for got, want in zip(old.place(vectors), fit.place(vectors)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_texts_are_required_and_must_pair_up(vectors, texts):
@@ -134,6 +173,23 @@ def test_posts_without_usable_words_fail_naming_the_setting(vectors):
     stop_words_only = ["the and of", "it is the", "and the of it"] * 20
     with pytest.raises(DataCheckError, match="tfidf_weight > 0"):
         fit_clusters(vectors, settings_with(tfidf_weight=0.5), embedding_key="k", texts=stop_words_only)
+
+
+def test_pipeline_checks_the_words_before_embedding(tmp_path, make_settings, monkeypatch):
+    import duckdb
+
+    import python_udf.pipeline as pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("embedded although the settings cannot work on these posts")
+
+    monkeypatch.setattr(pipeline, "embed_texts", refuse)
+    posts = pd.DataFrame({"post_id": range(1, 9), "text": ["the and of", "it is the", "of it", "and the"] * 2})
+    con = duckdb.connect(str(tmp_path / "state.duckdb"))
+    with pytest.raises(DataCheckError, match="tfidf_weight > 0.*set tfidf_weight: 0"):
+        build_text_features(con, posts, make_settings(tfidf_weight=0.5, n_components=2, n_clusters=2),
+                            progress=False)
+    con.close()
 
 
 def test_large_inputs_fit_the_lexical_block_on_the_svd_sample(vectors, texts):
