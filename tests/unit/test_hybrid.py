@@ -253,3 +253,36 @@ def test_pipeline_reuses_a_stored_hybrid_fit_for_new_posts(tmp_path, bundled_pos
     assert fit.lexical.n_components == 4 and fit.centroids.shape == (3, 4 + 4)
     labels, distances = fit.place(np.zeros((0, fit.width), dtype=np.float32), [])
     assert labels.shape == (0,) and distances.shape == (0, 3)
+
+
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters:sklearn.exceptions.ConvergenceWarning")
+def test_mixing_recovers_topics_that_neither_block_separates_alone():
+    """Three topics: A and B share an embedding region, A and C share a vocabulary.
+
+    Embeddings alone cannot tell A from B, TF-IDF alone cannot tell A from C;
+    each pair (region, vocabulary) is distinct, so the mixed space separates
+    all three and the clustering matches the topics exactly (NMI 1).
+    """
+    from sklearn.metrics import normalized_mutual_info_score
+
+    rng = np.random.default_rng(3)
+    words = {"x": ["goal", "striker", "penalty", "referee", "keeper", "league", "stadium", "midfield"],
+             "y": ["ballot", "minister", "parliament", "voters", "senate", "candidate", "polling", "campaign"]}
+    region = {"p": np.r_[10.0, np.zeros(7)], "q": np.r_[np.zeros(7), 10.0]}
+    spec = {"A": ("p", "x"), "B": ("p", "y"), "C": ("q", "x")}
+    topics, texts, rows = [], [], []
+    for topic, (where, vocab) in spec.items():
+        for _ in range(10):
+            topics.append(topic)
+            texts.append(" ".join(rng.choice(words[vocab], size=12)))
+            rows.append(region[where] + rng.normal(scale=0.3, size=8))
+    vectors = np.array(rows, dtype=np.float32)
+
+    def nmi(weight):
+        settings = settings_with(n_components=2, n_clusters=3, kmeans_n_init=10, tfidf_weight=weight)
+        fit = fit_clusters(vectors, settings, embedding_key="k", texts=texts)
+        return normalized_mutual_info_score(topics, fit.place(vectors, texts)[0])
+
+    assert nmi(0.5) == pytest.approx(1.0)
+    # each block alone merges two topics (or splits one at random): below 1
+    assert nmi(0.0) < 0.8 and nmi(1.0) < 0.8
