@@ -14,7 +14,7 @@ text-feature step keeps (run log, stored fit, embedding cache), and writes to
     the same for a person, with the pictures inline.
 ``cluster_sizes.png``, ``topic_cluster_heatmap.png``, ``posts_map.png``
     posts per cluster; posts per topic and cluster; a 2-D map of the posts
-    (first two principal components of the SVD-reduced vectors) coloured by
+    (first two principal components of the space the posts were clustered in) coloured by
     cluster and marked by topic.
 
 The clusters scored at the configured ``n_clusters`` are the mart's own. For
@@ -487,7 +487,7 @@ def draw_pictures(inputs: ReportInputs, report: dict, out: Path) -> list[str]:
     for handle in legend.legend_handles:
         handle.set_color("grey")
     sample_note = f", {len(shown)} of {len(xy)} posts shown" if len(shown) < len(xy) else ""
-    ax.set_title(f"Posts on the first two principal components of the SVD space{sample_note}\n"
+    ax.set_title(f"Posts on the first two principal components of the clustering space{sample_note}\n"
                  "colour and boxed number: cluster")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
