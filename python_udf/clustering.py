@@ -27,7 +27,7 @@ import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.decomposition import TruncatedSVD
 
-from .lexical import LexicalError, LexicalSpace, fit_lexical, unit_rows
+from .lexical import LexicalError, LexicalSpace, check_with_terms, fit_lexical, unit_rows
 from .logs import get_logger
 from .settings import FeatureSettings
 
@@ -135,18 +135,29 @@ class ClusterFit:
         (:mod:`python_udf.lexical`).
         """
         distances = euclidean_distances(features, self.centroids)
-        if self.lexical is not None:
+        no_terms = self.without_terms(features)
+        if no_terms.any():
             width = self.lexical.n_components
-            no_terms = ~features[:, -width:].any(axis=1)
-            if no_terms.any():
-                embedding_part = euclidean_distances(features[no_terms, :-width], self.centroids[:, :-width])
-                distances[no_terms] = np.sqrt(embedding_part**2 + self.tfidf_weight)
+            embedding_part = euclidean_distances(features[no_terms, :-width], self.centroids[:, :-width])
+            distances[no_terms] = np.sqrt(embedding_part**2 + self.tfidf_weight)
         return distances
+
+    def without_terms(self, features: np.ndarray) -> np.ndarray:
+        """Rows whose lexical block is zero (no word the TF-IDF keeps); all False without one."""
+        if self.lexical is None:
+            return np.zeros(features.shape[0], dtype=bool)
+        return ~features[:, -self.lexical.n_components :].any(axis=1)
+
+    def placement(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> "Placement":
+        """:meth:`place`, also saying which rows had no known word."""
+        features = self.features(vectors, texts)
+        distances = self.distances(features)
+        return Placement(distances.argmin(axis=1).astype(np.int32), distances, self.without_terms(features))
 
     def place(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(cluster per row, distance of each row to every centroid; see :meth:`distances`)."""
-        distances = self.distances(self.features(vectors, texts))
-        return distances.argmin(axis=1).astype(np.int32), distances
+        placed = self.placement(vectors, texts)
+        return placed.labels, placed.distances
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -183,6 +194,15 @@ class ClusterFit:
                 lexical=lexical,
                 **meta,
             )
+
+
+@dataclass
+class Placement:
+    """Posts placed with a fit: cluster, distances, and which had no known word."""
+
+    labels: np.ndarray
+    distances: np.ndarray
+    without_terms: np.ndarray
 
 
 def euclidean_distances(
@@ -367,6 +387,24 @@ def fit_clusters(
     reduced = fit.features(vectors, texts)
     seconds["features"] = time.perf_counter() - started
 
+    # Posts with no known word (a lexical row of zeros) are placed by their
+    # embedding alone (ClusterFit.distances); they are left out of the KMeans
+    # fit, so that no centroid is spent on them and the fit and the placement
+    # agree on every post that shaped the clusters.
+    fit_rows = reduced
+    if hybrid:
+        has_terms = ~fit.without_terms(reduced)
+        try:
+            check_with_terms(int(has_terms.sum()), len(has_terms), settings.n_clusters)
+        except LexicalError as exc:
+            raise DataCheckError(str(exc)) from None
+        if not has_terms.all():
+            fit_rows = reduced[has_terms]
+            log.info(
+                "%d of %d posts have no word the TF-IDF keeps: left out of the KMeans fit, "
+                "placed by their embedding", len(has_terms) - len(fit_rows), len(has_terms),
+            )
+
     started = time.perf_counter()
     if large:
         kmeans = MiniBatchKMeans(
@@ -383,7 +421,8 @@ def fit_clusters(
             n_init=settings.kmeans_n_init,
         )
         algorithm = "kmeans"
-    kmeans.fit(reduced)
+    kmeans.fit(fit_rows)
+    del fit_rows
     fit.centroids = kmeans.cluster_centers_.astype(np.float64)
     fit.algorithm = algorithm
     del kmeans

@@ -1,6 +1,6 @@
 """The lexical half of hybrid features: TF-IDF reduced with TruncatedSVD.
 
-With ``tfidf_weight`` w above 0, posts are clustered in a space of two
+With ``tfidf_weight`` w in (0, 1), posts are clustered in a space of two
 blocks, each with rows of Euclidean norm 1:
 
 * the embedding block: the post vectors centred and reduced by SVD, as with
@@ -14,16 +14,18 @@ blocks, each with rows of Euclidean norm 1:
 The blocks sit side by side as ``[sqrt(1 - w) * embedding, sqrt(w) * lexical]``,
 so the squared Euclidean distance between two posts is ``(1 - w)`` times their
 squared distance in the embedding block plus ``w`` times that in the lexical
-block. At w = 1 the space is the baseline's (the same TF-IDF, SVD and unit
-rows, as long as the corpus has at most ``MAX_TERMS`` terms and is small
-enough not to be sampled).
+block. As w nears 1 the space nears the baseline's (the same TF-IDF, SVD and
+unit rows, as long as the corpus has at most ``MAX_TERMS`` terms and is small
+enough not to be sampled); w = 1 itself is refused, since the embeddings
+would count for nothing.
 
 A post none of whose words are in the vocabulary has a lexical row of zeros.
 Placed as it is, it would drift towards the centroids with the shortest
 lexical part; instead its lexical part of the squared distance counts as
 ``w`` (what a unit row scaled by sqrt(w) has from a centroid at the origin)
 for every centroid, so it is placed by its embedding alone
-(:meth:`python_udf.clustering.ClusterFit.place`).
+(:meth:`python_udf.clustering.ClusterFit.distances`). Such posts are left out
+of the KMeans fit, so no centroid is spent on them.
 
 A :class:`LexicalSpace` is fitted once (vocabulary, idf, SVD basis), stored
 with the cluster fit and applied to new texts later, like the embedding SVD.
@@ -120,15 +122,27 @@ def _vectorize(texts: list[str]):
         raise LexicalError(f"tfidf_weight > 0: {exc}; set tfidf_weight: 0") from None
 
 
-def check_texts(texts: Sequence[str]) -> int:
-    """Fail now if ``texts`` cannot give a lexical block; return the number of terms.
+def check_texts(texts: Sequence[str], n_clusters: int) -> int:
+    """Fail now if ``texts`` cannot give a lexical block for ``n_clusters``.
 
-    The pipeline calls it before embedding, so that a corpus without usable
-    words costs seconds, not an embedding pass.
+    Returns the number of texts with at least one term. The pipeline calls it
+    on the texts the fit will see, before embedding, so that a corpus without
+    usable words costs seconds, not an embedding pass.
     """
     _, tfidf, _ = _vectorize(list(texts))
     _check_shape(*tfidf.shape)
-    return int(tfidf.shape[1])
+    with_terms = int(np.count_nonzero(tfidf.getnnz(axis=1)))
+    check_with_terms(with_terms, tfidf.shape[0], n_clusters)
+    return with_terms
+
+
+def check_with_terms(with_terms: int, n_texts: int, n_clusters: int) -> None:
+    if with_terms < n_clusters:
+        raise LexicalError(
+            f"tfidf_weight > 0: only {with_terms} of the {n_texts} posts have a word the TF-IDF "
+            f"keeps, fewer than n_clusters={n_clusters} (posts without one are placed by their "
+            "embedding but cannot shape the clusters); lower n_clusters or set tfidf_weight: 0"
+        )
 
 
 def _check_shape(n_texts: int, n_terms: int) -> None:

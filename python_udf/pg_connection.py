@@ -175,6 +175,18 @@ def attach_postgres(
         message carries host, port, user and database, never the password).
     """
     check_identifier("attach_as", alias)
+    taken = con.execute(
+        "select path, type from duckdb_databases() where database_name = ?", [alias]
+    ).fetchone()
+    if taken is not None and taken[1] != "postgres":
+        # e.g. the local file is pg.duckdb: DuckDB names its catalog pg, and
+        # "attach if not exists ... as pg" would silently do nothing
+        raise PostgresAttachError(
+            f"cannot attach Postgres as {alias}: that name is already taken by the "
+            f"{taken[1]} database {taken[0] or '(in memory)'}; a DuckDB file's name is its "
+            f"catalog name, so rename the local file (POSTS_DUCKDB_PATH) or set another "
+            "attach_as in profiles/profiles.yml"
+        )
     load_postgres_extension(con)
     secret = _SECRET_PREFIX + alias
     parts = [

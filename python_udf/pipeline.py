@@ -122,7 +122,7 @@ def build_text_features(
         check_sizes(len(posts), width, settings, distinct=len(unique_hashes))
         if settings.tfidf_weight > 0:
             try:
-                check_texts([texts[i] for i in first_post])
+                check_texts(texts, settings.n_clusters)  # the texts the fit will see
             except LexicalError as exc:
                 raise DataCheckError(str(exc)) from None
     unique_matrix, found = store.cached_matrix(key, list(unique_hashes))
@@ -179,7 +179,12 @@ def build_text_features(
     seconds["fit"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    labels, distances = fit.place(matrix, texts)
+    placed = fit.placement(matrix, texts)
+    labels, distances = placed.labels, placed.distances
+    without_terms = int(placed.without_terms.sum())
+    if without_terms:
+        log.info("%d posts have no word the stored TF-IDF knows: placed by their embedding", without_terms)
+    del placed
     seconds["place"] = time.perf_counter() - started
     inertia = float((distances.min(axis=1) ** 2).sum())
 
@@ -203,6 +208,8 @@ def build_text_features(
             "max_length": settings.max_length,
             "long_text": settings.long_text,
             "normalize": settings.normalize,
+            "tfidf_weight": settings.tfidf_weight,
+            "posts_without_known_terms": without_terms if fit.lexical is not None else None,
             "batch_size": batch_size,
             "n_components": settings.n_components,
             "n_clusters": settings.n_clusters,

@@ -101,10 +101,11 @@ class FeatureSettings:
                 f"chunk_overlap={self.chunk_overlap} must be below half of "
                 f"max_length={self.max_length} so that windows advance"
             )
-        if not 0.0 <= self.tfidf_weight <= 1.0:
+        if not 0.0 <= self.tfidf_weight < 1.0:
             raise SettingsError(
-                f"setting tfidf_weight={self.tfidf_weight} must be between 0 (embeddings only) "
-                "and 1 (TF-IDF only)"
+                f"setting tfidf_weight={self.tfidf_weight} must be at least 0 (embeddings only) "
+                "and below 1 (at 1 the embeddings would count for nothing: that is the quality "
+                "report's TF-IDF baseline)"
             )
         if self.random_state < 0:
             raise SettingsError(f"random_state must be >= 0, got {self.random_state}")

@@ -112,6 +112,9 @@ class StateStore:
                 kmeans_inertia double
             )"""
         )
+        # columns added after the first release: logs made before gain them (NULL in old rows)
+        for column, kind in (("tfidf_weight", "double"), ("posts_without_known_terms", "bigint")):
+            self._con.execute(f"alter table {s}.feature_runs_log add column if not exists {column} {kind}")
 
     # ---------- embedding cache
 

@@ -82,8 +82,9 @@ def test_label_is_the_nearest_centroid_in_the_mixed_space(vectors, texts):
     assert fit.inertia == pytest.approx(float((by_hand.min(axis=1) ** 2).sum()), rel=1e-9)
 
 
-def test_weight_one_clusters_exactly_like_the_tfidf_baseline(vectors, texts):
-    settings = settings_with(tfidf_weight=1.0, n_clusters=3, kmeans_n_init=10)
+def test_a_weight_near_one_clusters_exactly_like_the_tfidf_baseline(vectors, texts):
+    # the embedding block's squared distances count 1e-9 of the whole
+    settings = settings_with(tfidf_weight=1 - 1e-9, n_clusters=3, kmeans_n_init=10)
     fit = fit_clusters(vectors, settings, embedding_key="k", texts=texts)
     labels, _ = fit.place(vectors, texts)
     expected, _ = baseline_clusters(texts, n_components=5, n_clusters=3, random_state=7, n_init=10)
@@ -175,7 +176,18 @@ def test_posts_without_usable_words_fail_naming_the_setting(vectors):
         fit_clusters(vectors, settings_with(tfidf_weight=0.5), embedding_key="k", texts=stop_words_only)
 
 
-def test_pipeline_checks_the_words_before_embedding(tmp_path, make_settings, monkeypatch):
+@pytest.mark.parametrize(
+    "texts, message",
+    [
+        (["the and of", "it is the", "of it", "and the"] * 2, "none of the 8 posts has a word"),
+        # distinct texts have 3 terms, but across all posts (what the fit sees) "apple"
+        # and "banana" are in more than half of them and drop out: 1 term is left
+        (["apple banana"] * 6 + ["banana cherry", "cherry apple"], "needs at least 2 distinct terms"),
+        (["goal striker", "striker goal keeper", "the and of", "it is the", "of it", "and the", "is it", "the of"],
+         "only 2 of the 8 posts have a word the TF-IDF keeps"),
+    ],
+)
+def test_pipeline_checks_the_words_before_embedding(tmp_path, make_settings, monkeypatch, texts, message):
     import duckdb
 
     import python_udf.pipeline as pipeline
@@ -184,11 +196,12 @@ def test_pipeline_checks_the_words_before_embedding(tmp_path, make_settings, mon
         raise AssertionError("embedded although the settings cannot work on these posts")
 
     monkeypatch.setattr(pipeline, "embed_texts", refuse)
-    posts = pd.DataFrame({"post_id": range(1, 9), "text": ["the and of", "it is the", "of it", "and the"] * 2})
+    posts = pd.DataFrame({"post_id": range(1, 9), "text": texts})
     con = duckdb.connect(str(tmp_path / "state.duckdb"))
-    with pytest.raises(DataCheckError, match="tfidf_weight > 0.*set tfidf_weight: 0"):
-        build_text_features(con, posts, make_settings(tfidf_weight=0.5, n_components=2, n_clusters=2),
+    with pytest.raises(DataCheckError, match=message) as info:
+        build_text_features(con, posts, make_settings(tfidf_weight=0.5, n_components=2, n_clusters=3),
                             progress=False)
+    assert "tfidf_weight" in str(info.value)
     con.close()
 
 
@@ -218,12 +231,12 @@ def test_vocabulary_is_capped():
         lexical.MAX_TERMS = original
 
 
-@pytest.mark.parametrize("value, expected", [("0.5", 0.5), (1, 1.0), ("0", 0.0), (0.25, 0.25)])
+@pytest.mark.parametrize("value, expected", [("0.5", 0.5), ("0.99", 0.99), ("0", 0.0), (0.25, 0.25), (0, 0.0)])
 def test_weight_setting_is_read_as_a_number(value, expected):
     assert FeatureSettings.from_mapping({"text_model": "m", "tfidf_weight": value}).tfidf_weight == expected
 
 
-@pytest.mark.parametrize("value", ["1.5", -0.1, "half", "nan", True])
+@pytest.mark.parametrize("value", ["1.5", -0.1, "half", "nan", True, 1, "1.0"])
 def test_bad_weight_fails_naming_the_setting(value):
     with pytest.raises(SettingsError, match="tfidf_weight"):
         FeatureSettings.from_mapping({"text_model": "m", "tfidf_weight": value})
@@ -236,6 +249,8 @@ def test_pipeline_reuses_a_stored_hybrid_fit_for_new_posts(tmp_path, bundled_pos
     settings = make_settings(tfidf_weight=0.5)
     con = duckdb.connect(str(tmp_path / "state.duckdb"))
     first = build_text_features(con, posts.head(16), settings, progress=False)
+    # two of the new posts have no word the fit's TF-IDF knows
+    posts.loc[16, "text"], posts.loc[17, "text"] = "zzqx qqzv", ""
     second = build_text_features(con, posts, settings, progress=False)
     assert first["fit_id"].iloc[0] == second["fit_id"].iloc[0]  # placed, not refitted
     columns = [c for c in first.columns if c.startswith("distance_to_cluster_")]
@@ -245,7 +260,12 @@ def test_pipeline_reuses_a_stored_hybrid_fit_for_new_posts(tmp_path, bundled_pos
     (payload,) = con.execute(
         f"select payload from {store.schema}.cluster_fits where fit_id = ?", [first["fit_id"].iloc[0]]
     ).fetchone()
+    logged = con.execute(
+        f"select tfidf_weight, posts_without_known_terms from {store.schema}.feature_runs_log "
+        "where run_id = ?", [second["run_id"].iloc[0]]
+    ).fetchone()
     store.close()
+    assert logged == (0.5, 2)
     fit = ClusterFit.from_bytes(bytes(payload))
     con.close()
     assert fit.tfidf_weight == 0.5 and fit.lexical is not None
@@ -284,5 +304,45 @@ def test_mixing_recovers_topics_that_neither_block_separates_alone():
         return normalized_mutual_info_score(topics, fit.place(vectors, texts)[0])
 
     assert nmi(0.5) == pytest.approx(1.0)
-    # each block alone merges two topics (or splits one at random): below 1
-    assert nmi(0.0) < 0.8 and nmi(1.0) < 0.8
+    # each alone merges two topics (or splits one at random): below 1
+    tfidf_alone, _ = baseline_clusters(texts, n_components=2, n_clusters=3, random_state=7)
+    assert nmi(0.0) < 0.8 and normalized_mutual_info_score(topics, tfidf_alone) < 0.8
+
+
+def test_posts_with_no_known_word_are_left_out_of_the_kmeans_fit(vectors, texts):
+    """A third of the posts lose their words: KMeans is fitted on the rest, and no cluster empties."""
+    from sklearn.cluster import KMeans
+
+    settings = settings_with(tfidf_weight=0.5, n_clusters=4, kmeans_n_init=5)
+    mixed = [text if row % 3 else "" for row, text in enumerate(texts)]
+    fit = fit_clusters(vectors, settings, embedding_key="k", texts=mixed)
+    features = fit.features(vectors, mixed)
+    has_terms = np.array([bool(t) for t in mixed])
+    assert not features[~has_terms, 5:].any() and features[has_terms, 5:].any(axis=1).all()
+    # independent: KMeans with the same seed on the rows that have words only
+    expected = KMeans(n_clusters=4, random_state=7, n_init=5).fit(features[has_terms])
+    np.testing.assert_allclose(fit.centroids, expected.cluster_centers_, atol=1e-10, rtol=0)
+    labels, _ = fit.place(vectors, mixed)
+    np.testing.assert_array_equal(labels[has_terms], expected.labels_)
+    assert set(labels.tolist()) == {0, 1, 2, 3}
+
+
+def test_too_few_posts_with_words_for_the_clusters_fail_naming_both_settings(vectors, texts):
+    few = [text if row < 3 else "" for row, text in enumerate(texts)]
+    with pytest.raises(DataCheckError, match=r"only 3 of the 60 posts .* n_clusters=4.*tfidf_weight: 0"):
+        fit_clusters(vectors, settings_with(tfidf_weight=0.5), embedding_key="k", texts=few)
+
+
+def test_a_run_log_from_before_the_setting_gains_its_columns(tmp_path):
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    con.execute("create schema text_features_state")
+    con.execute("create table text_features_state.feature_runs_log (run_id varchar primary key, normalize boolean)")
+    con.execute("insert into text_features_state.feature_runs_log values ('old-run', false)")
+    StateStore(con)  # opening the store brings the table up to date
+    rows = con.execute(
+        "select run_id, tfidf_weight, posts_without_known_terms from text_features_state.feature_runs_log"
+    ).fetchall()
+    assert rows == [("old-run", None, None)]
+    con.close()

@@ -104,6 +104,15 @@ def test_failed_attach_names_the_server_but_not_the_password():
     assert secrets and all(PASSWORD not in s[0] for s in secrets)
 
 
+def test_attach_refuses_a_name_the_local_file_already_has(tmp_path):
+    # a local file called pg.duckdb is the catalog "pg": attaching Postgres as pg
+    # must say so instead of silently reading the local file
+    settings = PostgresSettings("127.0.0.1", 1, "app", "posts")
+    with duckdb.connect(str(tmp_path / "pg.duckdb")) as con:
+        with pytest.raises(PostgresAttachError, match=r"name is already taken .*pg\.duckdb.*POSTS_DUCKDB_PATH"):
+            attach_postgres(con, settings, "pg")
+
+
 def test_attach_alias_must_be_an_identifier():
     settings = PostgresSettings("127.0.0.1", 1, "app", "posts")
     with duckdb.connect() as con, pytest.raises(PostgresSettingsError, match="attach_as"):
