@@ -108,33 +108,12 @@ def build_distilbert(directory: Path, posts_file: Path, seed: int = 0) -> Path:
     the same work per token.
     """
     import pandas as pd
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import DistilBertConfig, DistilBertModel, PreTrainedTokenizerFast
 
-    vocab_size = 28_996
+    from python_udf.random_model import build_random_distilbert
+
     texts = pd.read_csv(posts_file, keep_default_na=False)["text"].tolist()
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(directory)
-    torch.manual_seed(seed)
-    config = DistilBertConfig(vocab_size=vocab_size, pad_token_id=fast.pad_token_id)
-    DistilBertModel(config).eval().save_pretrained(directory)
+    # DistilBertConfig() defaults are distilbert-base shapes
+    build_random_distilbert(directory, texts, vocab_size=28_996, lowercase=False, seed=seed)
     return directory
 
 

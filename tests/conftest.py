@@ -24,35 +24,13 @@ TOKENIZER_SENTENCES = [
 
 
 def build_tiny_model(directory: Path) -> Path:
-    """Save a random 2-layer DistilBERT and a WordPiece tokenizer trained here."""
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import DistilBertConfig, DistilBertModel, PreTrainedTokenizerFast
+    """Save a random 2-layer DistilBERT and a WordPiece tokenizer trained on the sentences above."""
+    from python_udf.random_model import build_random_distilbert
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return build_random_distilbert(
+        directory, TOKENIZER_SENTENCES, vocab_size=300, lowercase=True, seed=0,
+        dim=32, hidden_dim=64, n_layers=2, n_heads=2, max_position_embeddings=512,
     )
-    tokenizer.train_from_iterator(TOKENIZER_SENTENCES, trainer=trainer)
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
-    )
-    fast.save_pretrained(directory)
-    torch.manual_seed(0)
-    config = DistilBertConfig(
-        vocab_size=fast.vocab_size, dim=32, hidden_dim=64, n_layers=2, n_heads=2,
-        max_position_embeddings=512, pad_token_id=fast.pad_token_id,
-    )
-    DistilBertModel(config).eval().save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="session")
