@@ -3,7 +3,7 @@
 Every combination of ``pooling`` (cls, mean), ``long_text`` (truncate,
 chunk_mean) and ``normalize`` (false, true) is scored against the corpus's
 ``topic`` labels with the package's own reduction and clustering
-(:func:`python_udf.clustering.fit_clusters`), beside the TF-IDF baseline of
+(:func:`python_udf.clustering.fit_and_place`), beside the TF-IDF baseline of
 the quality report (:func:`python_udf.quality.baseline_clusters`). Scores are
 NMI, ARI and purity at k = number of topics and at k = 15 (the default
 ``n_clusters``), for several seeds, because one KMeans seed can move NMI by a
@@ -60,7 +60,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from python_udf.clustering import fit_clusters  # noqa: E402
+from python_udf.clustering import fit_and_place  # noqa: E402
 from python_udf.embedding import (  # noqa: E402
     _chunk_windows,
     _pad,
@@ -328,9 +328,8 @@ def score_features(matrix, texts, topics, *, model, combo, n_components, k, seed
         text_model=model, pooling=combo["pooling"], long_text=combo["long_text"], normalize=combo["normalize"],
         tfidf_weight=combo.get("tfidf_weight", 0.0), n_components=n_components, n_clusters=k, random_state=seed,
     )
-    fit = fit_clusters(matrix, settings, embedding_key="bench", texts=texts)
-    labels, _ = fit.place(matrix, texts)
-    return clustering_scores(topics, labels).as_dict()
+    _, placed = fit_and_place(matrix, settings, embedding_key="bench", texts=texts)
+    return clustering_scores(topics, placed.labels).as_dict()
 
 
 class ScoreStore:

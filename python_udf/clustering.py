@@ -27,9 +27,9 @@ import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.decomposition import TruncatedSVD
 
-from .lexical import LexicalError, LexicalSpace, check_with_terms, fit_lexical, unit_rows
+from .lexical import LexicalSpace, check_with_terms, fit_lexical, unit_rows
 from .logs import get_logger
-from .settings import FeatureSettings
+from .settings import DataCheckError, FeatureSettings
 
 log = get_logger()
 
@@ -41,10 +41,6 @@ BLOCK_ROWS = 16_384
 DISTANCE_BLOCK_ELEMENTS = 1 << 21
 # Rows checked for distinctness before looking further (check_settings_against_data).
 _DISTINCT_BLOCK_ROWS = 4_096
-
-
-class DataCheckError(ValueError):
-    """Settings do not fit the data (the message names both numbers)."""
 
 
 @dataclass
@@ -150,7 +146,10 @@ class ClusterFit:
 
     def placement(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> "Placement":
         """:meth:`place`, also saying which rows had no known word."""
-        features = self.features(vectors, texts)
+        return self.place_features(self.features(vectors, texts))
+
+    def place_features(self, features: np.ndarray) -> "Placement":
+        """Place rows already in the clustering space (see :meth:`features`)."""
         distances = self.distances(features)
         return Placement(distances.argmin(axis=1).astype(np.int32), distances, self.without_terms(features))
 
@@ -313,7 +312,22 @@ def fit_clusters(
     embedding_key: str,
     texts: Sequence[str] | None = None,
 ) -> ClusterFit:
-    """Fit centring, SVD and KMeans on ``vectors`` (n x width).
+    """:func:`fit_and_place` without the placement."""
+    return fit_and_place(vectors, settings, embedding_key=embedding_key, texts=texts)[0]
+
+
+def fit_and_place(
+    vectors: np.ndarray,
+    settings: FeatureSettings,
+    *,
+    embedding_key: str,
+    texts: Sequence[str] | None = None,
+) -> tuple[ClusterFit, Placement]:
+    """Fit centring, SVD and KMeans on ``vectors`` (n x width), and place those rows.
+
+    The placement is what ``fit.placement(vectors, texts)`` returns, computed
+    from the features the fit already holds, so a fitting build does not
+    reduce the vectors (nor transform the texts) a second time.
 
     Above ``settings.minibatch_threshold`` rows, the SVD is fitted on a seeded
     sample of ``svd_sample_size`` rows and clustering uses MiniBatchKMeans, so a
@@ -370,12 +384,9 @@ def fit_clusters(
     seconds["svd"] = time.perf_counter() - started
     if hybrid:
         started = time.perf_counter()
-        try:
-            fit.lexical = fit_lexical(
-                texts if rows is None else [texts[i] for i in rows], settings.n_components, settings.random_state
-            )
-        except LexicalError as exc:
-            raise DataCheckError(str(exc)) from None
+        fit.lexical = fit_lexical(
+            texts if rows is None else [texts[i] for i in rows], settings.n_components, settings.random_state
+        )
         fit.tfidf_weight = settings.tfidf_weight
         seconds["tfidf"] = time.perf_counter() - started
         log.info(
@@ -394,10 +405,7 @@ def fit_clusters(
     fit_rows = reduced
     if hybrid:
         has_terms = ~fit.without_terms(reduced)
-        try:
-            check_with_terms(int(has_terms.sum()), len(has_terms), settings.n_clusters)
-        except LexicalError as exc:
-            raise DataCheckError(str(exc)) from None
+        check_with_terms(int(has_terms.sum()), len(has_terms), settings.n_clusters)
         if not has_terms.all():
             fit_rows = reduced[has_terms]
             log.info(
@@ -428,19 +436,19 @@ def fit_clusters(
     del kmeans
     seconds["kmeans"] = time.perf_counter() - started
 
-    # inertia of the stored fit, measured with the code that places posts
-    # (fit.place(vectors) is reduce + euclidean_distances; reduced is reused)
+    # the placement of the fitted rows and the inertia of the stored fit, with
+    # the code that places posts later (reduced is what fit.features returns)
     started = time.perf_counter()
-    distances = fit.distances(reduced)
-    fit.inertia = float((distances.min(axis=1) ** 2).sum())
-    del distances, reduced
-    seconds["inertia"] = time.perf_counter() - started
+    placed = fit.place_features(reduced)
+    fit.inertia = float((placed.distances.min(axis=1) ** 2).sum())
+    del reduced
+    seconds["place"] = time.perf_counter() - started
     log.info(
         "fitted %s on %d posts: SVD %d->%d explains %.1f%% of variance, %d clusters, inertia %.4g",
         algorithm, vectors.shape[0], fit.width, settings.n_components,
         100 * explained, settings.n_clusters, fit.inertia,
     )
-    return fit
+    return fit, placed
 
 
 def _prepare(vectors: np.ndarray, normalize: bool) -> np.ndarray:

@@ -41,6 +41,7 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from .quality import BaselineSettings, fit_tfidf_vectorizer
+from .settings import DataCheckError
 
 # Terms kept at most. The stored SVD basis is n_components x terms float64:
 # 100 x 50,000 is 40 MB. The bundled corpus has 17,471 terms, so its
@@ -48,10 +49,6 @@ from .quality import BaselineSettings, fit_tfidf_vectorizer
 MAX_TERMS = 50_000
 # Texts turned into TF-IDF rows at a time.
 BLOCK_TEXTS = 16_384
-
-
-class LexicalError(ValueError):
-    """The texts cannot give a lexical block (the message says why)."""
 
 
 @dataclass
@@ -119,7 +116,7 @@ def _vectorize(texts: list[str]):
     try:
         return fit_tfidf_vectorizer(texts, max_features=MAX_TERMS)
     except ValueError as exc:
-        raise LexicalError(f"tfidf_weight > 0: {exc}; set tfidf_weight: 0") from None
+        raise DataCheckError(f"tfidf_weight > 0: {exc}; set tfidf_weight: 0") from None
 
 
 def check_texts(texts: Sequence[str], n_clusters: int) -> int:
@@ -138,7 +135,7 @@ def check_texts(texts: Sequence[str], n_clusters: int) -> int:
 
 def check_with_terms(with_terms: int, n_texts: int, n_clusters: int) -> None:
     if with_terms < n_clusters:
-        raise LexicalError(
+        raise DataCheckError(
             f"tfidf_weight > 0: only {with_terms} of the {n_texts} posts have a word the TF-IDF "
             f"keeps, fewer than n_clusters={n_clusters} (posts without one are placed by their "
             "embedding but cannot shape the clusters); lower n_clusters or set tfidf_weight: 0"
@@ -147,7 +144,7 @@ def check_with_terms(with_terms: int, n_texts: int, n_clusters: int) -> None:
 
 def _check_shape(n_texts: int, n_terms: int) -> None:
     if min(n_terms, n_texts) < 2:
-        raise LexicalError(
+        raise DataCheckError(
             f"tfidf_weight > 0 needs at least 2 distinct terms and 2 posts; the posts have "
             f"{n_terms} term(s) in {n_texts} post(s). Set tfidf_weight: 0"
         )
@@ -159,7 +156,7 @@ def fit_lexical(texts: Sequence[str], n_components: int, random_state: int) -> L
     ``n_components`` is lowered to what the data allows (below the number of
     terms and of texts), as the baseline does.
 
-    :raises LexicalError: no text has a usable word, or only one term exists.
+    :raises DataCheckError: no text has a usable word, or only one term exists.
     """
     vectorizer, tfidf, min_df = _vectorize(list(texts))
     n_texts, n_terms = tfidf.shape
@@ -170,7 +167,7 @@ def fit_lexical(texts: Sequence[str], n_components: int, random_state: int) -> L
     for term, index in vectorizer.vocabulary_.items():
         terms[index] = term
     if any("\n" in term for term in terms):  # the default token pattern never yields one
-        raise LexicalError("a TF-IDF term contains a line break")
+        raise DataCheckError("a TF-IDF term contains a line break")
     return LexicalSpace(
         terms=terms,
         idf=np.asarray(vectorizer.idf_, dtype=np.float64),

@@ -18,9 +18,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from .clustering import ClusterFit, DataCheckError, check_sizes, fit_clusters, fit_key
+from .clustering import ClusterFit, check_sizes, fit_and_place, fit_key
 from .embedding import describe_model, embed_texts, embedding_width, load_config, load_encoder
-from .lexical import LexicalError, check_texts
+from .lexical import check_texts
 from .logs import get_logger
 from .settings import FeatureSettings
 from .state import DEFAULT_STATE_SCHEMA, StateStore
@@ -121,10 +121,7 @@ def build_text_features(
         width = embedding_width(load_config(settings.text_model))
         check_sizes(len(posts), width, settings, distinct=len(unique_hashes))
         if settings.tfidf_weight > 0:
-            try:
-                check_texts(texts, settings.n_clusters)  # the texts the fit will see
-            except LexicalError as exc:
-                raise DataCheckError(str(exc)) from None
+            check_texts(texts, settings.n_clusters)  # the texts the fit will see
     unique_matrix, found = store.cached_matrix(key, list(unique_hashes))
     missing = np.flatnonzero(~found)
     device, tokens, batch_size = "none (all vectors cached)", 0, settings.batch_size
@@ -162,8 +159,10 @@ def build_text_features(
     # ---------- fit once, then place posts with the stored fit
     started = time.perf_counter()
     fit_action = "reused"
+    placed = None
     if fit is None:
-        fit = fit_clusters(matrix, settings, embedding_key=key, texts=texts)
+        # the fit places the posts it was fitted on as it goes
+        fit, placed = fit_and_place(matrix, settings, embedding_key=key, texts=texts)
         store.store_fit(fit, key, json.dumps(settings.as_dict(), sort_keys=True))
         fit_action = "fitted"
     else:
@@ -179,7 +178,8 @@ def build_text_features(
     seconds["fit"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    placed = fit.placement(matrix, texts)
+    if placed is None:
+        placed = fit.placement(matrix, texts)
     labels, distances = placed.labels, placed.distances
     without_terms = int(placed.without_terms.sum())
     if without_terms:

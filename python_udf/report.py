@@ -42,7 +42,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from .clustering import ClusterFit, fit_clusters
+from .clustering import ClusterFit, fit_and_place
 from .logs import get_logger
 from .quality import (
     BaselineSettings,
@@ -332,11 +332,11 @@ def compute_report(inputs: ReportInputs, *, top_terms: int = 10) -> dict:
         scores.append(score_at(inputs, tfidf, n_clusters, mart_labels, "posts_features.text_cluster"))
         k = len(topic_names)
         if k != n_clusters and 2 <= k <= len(posts):
-            refit = fit_clusters(
+            _, placed = fit_and_place(
                 inputs.vectors, replace(settings, n_clusters=k), embedding_key=inputs.run["embedding_key"],
                 texts=texts,
             )
-            labels, _ = refit.place(inputs.vectors, texts)
+            labels = placed.labels
             scores.append(
                 score_at(inputs, tfidf, k, labels, f"fit_clusters on the cached vectors with n_clusters={k}")
             )

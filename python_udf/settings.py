@@ -24,6 +24,10 @@ class SettingsError(ValueError):
     """A setting has a value the pipeline cannot use; the message names it."""
 
 
+class DataCheckError(ValueError):
+    """Settings do not fit the data (the message names both numbers)."""
+
+
 def default_text_model() -> str:
     """The model used when none is configured: ``$TEXT_MODEL`` or DistilBERT."""
     return os.environ.get("TEXT_MODEL") or DEFAULT_TEXT_MODEL

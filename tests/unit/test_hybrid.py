@@ -346,3 +346,17 @@ def test_a_run_log_from_before_the_setting_gains_its_columns(tmp_path):
     ).fetchall()
     assert rows == [("old-run", None, None)]
     con.close()
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_the_placement_made_while_fitting_is_the_one_the_stored_fit_gives(vectors, texts, weight):
+    from python_udf.clustering import fit_and_place
+
+    mixed = [text if row % 5 else "" for row, text in enumerate(texts)]  # some posts without words
+    fit, placed = fit_and_place(vectors, settings_with(tfidf_weight=weight), embedding_key="k", texts=mixed)
+    again = ClusterFit.from_bytes(fit.to_bytes()).placement(vectors, mixed)
+    np.testing.assert_array_equal(placed.labels, again.labels)
+    np.testing.assert_allclose(placed.distances, again.distances, atol=1e-12, rtol=0)
+    np.testing.assert_array_equal(placed.without_terms, again.without_terms)
+    assert placed.without_terms.sum() == (12 if weight else 0)
+    assert fit.inertia == pytest.approx(float((again.distances.min(axis=1) ** 2).sum()), rel=1e-12)
